@@ -1,0 +1,217 @@
+"""Run configuration: typed dataclasses, YAML files and `key=value` overrides.
+
+Every section is a dataclass so that an unknown key or a bad value is caught before anything
+touches a run directory, with an error that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix: the message names the key and the allowed values."""
+
+
+@dataclass
+class ModelConfig:
+    width: int = 64
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    layers: int = 1  # layers per loop iteration ("k" in DESIGN.md)
+    recall: Literal["none", "standard", "internal"] = "standard"
+    recall_op: Literal["add", "concat"] = "add"
+    norm: Literal["pre", "post", "outer", "peri"] = "outer"
+    norm_type: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    # auto: the input itself when recall is none (forced by DESIGN.md), zeros otherwise
+    init_state: Literal["auto", "zeros", "input", "random"] = "auto"
+    # relative: learned per-head bias on the clipped relative offset (length-free, extrapolates);
+    # learned: absolute embeddings (fixed-size boards only); none: no position information
+    position: Literal["relative", "learned", "none"] = "relative"
+    max_distance: int = 8  # relative offsets beyond this share one bias
+    window: int = 0  # >0: attend only to |i - j| <= window (a local operator, like a conv kernel)
+    causal: bool = False
+    max_len: int = 1024  # only for position=learned
+    tied: bool = True  # False: an untied stack of `iters` blocks (the non-looped baseline)
+    untied_depth: int = 0  # blocks in the untied stack (0: train.iters)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    iters: int = 32  # T at training time (the maximum when randomized)
+    iters_min: int = 0  # >0: T ~ U[iters_min, iters] per batch (randomized T)
+    alpha: float = 1.0  # weight of the progressive loss; 1 - alpha on the full-T loss
+    progressive_k: int = 0  # iterations with gradient in the progressive loss; 0: k ~ U[1, T - n]
+    bptt: int = 0  # >0: the full-T loss backpropagates through the last `bptt` iterations only
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16"] = "fp32"
+    log_every: int = 50
+    eval_every: int = 500  # quick validation on the task's first two eval sets; 0: never
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    threads: int = 0  # torch CPU threads; 0: torch's default
+
+
+@dataclass
+class EvalConfig:
+    iters: int = 0  # largest T evaluated (0: 4 x train.iters)
+    batch_size: int = 250
+    tol: float = 1e-3  # --until-converged stopping tolerance on the relative residual
+
+
+@dataclass
+class Config:
+    task: dict[str, Any] = field(default_factory=lambda: {"name": "prefix_sums"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def eval_iters(self) -> int:
+        return self.eval.iters or 4 * self.train.iters
+
+
+SECTIONS = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def _coerce(where: str, value: Any, annotation: Any) -> Any:
+    """Check `value` against a dataclass field annotation and convert ints to floats etc."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def build_section(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Build dataclass `cls` from a dict, naming any unknown key and the keys that exist."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{section}.{key}'; known keys in '{section}': {', '.join(names)}")
+        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError("a config file must hold a mapping with sections task, model, train, eval")
+    unknown = set(raw) - {"task", *SECTIONS}
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: task, {', '.join(SECTIONS)}")
+    cfg = Config(**{name: build_section(cls, raw.get(name, {}) or {}, name) for name, cls in SECTIONS.items()})
+    task = raw.get("task") or {}
+    if not isinstance(task, dict):
+        raise ConfigError(f"task: expected a mapping with at least task.name, got {task!r}")
+    cfg.task = {"name": "prefix_sums", **task}
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a single field's type cannot express."""
+    m, t = cfg.model, cfg.train
+    if m.width % m.heads:
+        raise ConfigError(f"model.width={m.width} must be divisible by model.heads={m.heads}")
+    if m.recall == "none" and m.init_state not in ("auto", "input"):
+        raise ConfigError(
+            f"model.init_state={m.init_state!r} with model.recall=none would make the output independent of "
+            "the input; recall none forces init_state=input (use auto or input)"
+        )
+    for key in ("width", "heads", "layers"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"model.{key} must be >= 1, got {getattr(m, key)}")
+    if t.iters < 1 or t.steps < 0 or t.batch_size < 1:
+        raise ConfigError("train.iters and train.batch_size must be >= 1 and train.steps >= 0")
+    if t.iters_min > t.iters:
+        raise ConfigError(f"train.iters_min={t.iters_min} exceeds train.iters={t.iters}")
+    if not 0.0 <= t.alpha <= 1.0:
+        raise ConfigError(f"train.alpha must lie in [0, 1], got {t.alpha}")
+    if t.progressive_k > t.iters:
+        raise ConfigError(f"train.progressive_k={t.progressive_k} exceeds train.iters={t.iters}")
+    if not m.tied and (t.iters_min or t.alpha > 0):
+        raise ConfigError("an untied stack (model.tied=false) has a fixed depth: set train.alpha=0 and train.iters_min=0")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (['train', 'lr'], 0.0003); values are read as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, _, value = text.partition("=")
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"override key {key!r} must be section.key (e.g. model.width=128)")
+    return path, yaml.safe_load(value) if value.strip() else ""
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping with sections task, model, train, eval")
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        raw.setdefault(section, {})
+        if raw[section] is None:
+            raw[section] = {}
+        raw[section][key] = value
+    return from_dict(raw)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

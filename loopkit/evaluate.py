@@ -1,0 +1,116 @@
+"""Accuracy versus test-time T on every rung of a task's difficulty ladder.
+
+One pass per batch: the loop runs once to the largest T and every intermediate state is read
+out on the way (`LoopedTransformer.trajectory`), so the whole curve costs what its last point costs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint
+from .config import Config
+from .model import LoopedTransformer
+from .tasks import EvalSet, Task, build_task
+
+
+@torch.no_grad()
+def accuracy_vs_iters(
+    model: LoopedTransformer, task: Task, sets: list[EvalSet], max_iters: int, batch_size: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """{set name: {metric: [mean score after T = 1 .. max_iters]}}."""
+    model.eval()
+    curves = {}
+    for s in sets:
+        sums: dict[str, torch.Tensor] = {}
+        for lo in range(0, len(s.x), batch_size):
+            x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
+            for t, h in enumerate(model.trajectory(x, max_iters)):
+                for metric, score in task.correct(model.readout(h), y).items():
+                    sums.setdefault(metric, torch.zeros(max_iters, dtype=torch.float64))[t] += score.sum().item()
+        curves[s.name] = {m: (v / len(s.x)).tolist() for m, v in sums.items()}
+    return curves
+
+
+def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> dict[str, dict[str, float]]:
+    """Exact match at the training T and at the largest T, plus the best T (an oracle choice,
+    labelled as such)."""
+    table = {}
+    for name, c in curves.items():
+        exact = c["exact"]
+        best = max(range(len(exact)), key=lambda i: exact[i])
+        table[name] = {
+            "exact_at_train_T": exact[min(train_iters, len(exact)) - 1],
+            "exact_at_max_T": exact[-1],
+            "token_at_max_T": c["token"][-1],
+            "best_exact": exact[best],
+            "best_T": best + 1,
+        }
+    return table
+
+
+def plot(curves: dict[str, dict[str, list[float]]], train_iters: int, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, c in curves.items():
+        ax.plot(range(1, len(c["exact"]) + 1), [100 * v for v in c["exact"]], label=name)
+    ax.axvline(train_iters, color="gray", linestyle=":", label=f"train T = {train_iters}")
+    ax.set(xlabel="test-time iterations T", ylabel="exact match (%)", ylim=(-2, 102), title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Task, LoopedTransformer, int]:
+    """The latest checkpoint of a run, rebuilt from the config stored inside it."""
+    from .train import build_model
+
+    ckpt = checkpoint.latest(Path(run_dir))
+    if ckpt is None:
+        raise checkpoint.CheckpointError(f"{run_dir} has no checkpoint (checkpoints/latest is missing)")
+    cfg = checkpoint.config_from_checkpoint(ckpt)
+    task = build_task(cfg.task)
+    model = build_model(cfg, task)
+    checkpoint.load_weights(ckpt, model)
+    return cfg, task, model.to(device), checkpoint.read_state(ckpt)["step"]
+
+
+def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str = "cpu",
+                 batch_size: int | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg, task, model, step = load_run(run_dir, device)
+    max_iters = max_iters or cfg.eval_iters()
+    if not cfg.model.tied:
+        max_iters = len(model.blocks)
+    curves = accuracy_vs_iters(model, task, task.eval_sets(), max_iters, batch_size or cfg.eval.batch_size,
+                               torch.device(device))
+    result = {
+        "run_dir": str(run_dir),
+        "step": step,
+        "train_iters": cfg.train.iters,
+        "max_iters": max_iters,
+        "summary": summarize(curves, cfg.train.iters),
+        "curves": curves,
+    }
+    out = run_dir / "eval"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    plot(curves, cfg.train.iters, out / "accuracy_vs_T.png", title=run_dir.name)
+    return result
+
+
+def format_table(summary: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'set':>10} {'@train T':>9} {'@max T':>8} {'best':>7} {'best T':>7}"]
+    for name, s in summary.items():
+        lines.append(f"{name:>10} {100 * s['exact_at_train_T']:8.1f}% {100 * s['exact_at_max_T']:7.1f}% "
+                     f"{100 * s['best_exact']:6.1f}% {s['best_T']:7d}")
+    return "\n".join(lines)

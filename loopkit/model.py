@@ -1,0 +1,303 @@
+"""The looped transformer: one weight-tied block Φ iterated T times on a state h, with the
+input's embedding e recalled into every iteration (DESIGN.md, "The model").
+
+    e = Embed(x);  h_0 = init(e);  h_{t+1} = Φ(h_t; e);  logits_t = Head(h_t)
+
+Recall placement (none / standard / internal, op add / concat) and normalization placement
+(pre / post / outer / peri) are switches of one `Block`, so every variant shares one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+
+def make_norm(kind: str, width: int) -> nn.Module:
+    return nn.RMSNorm(width) if kind == "rmsnorm" else nn.LayerNorm(width)
+
+
+@dataclass
+class AttentionPattern:
+    """Which keys each query may see and with what bias, built once per forward for a length.
+
+    Global attention: `bias` is (heads or 1, L, L). Local attention (window > 0): queries are cut
+    into chunks of `chunk` positions and each chunk attends to its own span plus `window`
+    positions either side, so `bias` is (heads or 1, n_chunks, chunk, chunk + 2 * window) and the
+    cost grows as L * (chunk + 2w) instead of L^2: what makes T = 500 iterations at length 512
+    affordable on a CPU. Keys outside the sequence are zero padding, as in a convolution.
+    """
+
+    bias: Tensor | None
+    window: int = 0
+    chunk: int = 0
+
+
+def relative_offsets(length: int, window: int, chunk: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Offsets j - i between every query i and the keys it is laid out against, and whether key j
+    lies inside the sequence (the local layout pads it)."""
+    if not window:
+        pos = torch.arange(length, device=device)
+        return pos[None, :] - pos[:, None], torch.ones(length, length, dtype=torch.bool, device=device)
+    n = -(-length // chunk)
+    q = torch.arange(n * chunk, device=device).view(n, chunk, 1)
+    k = (torch.arange(n, device=device) * chunk).view(n, 1, 1) + torch.arange(chunk + 2 * window, device=device) - window
+    return k - q, (k >= 0) & (k < length) & torch.ones_like(q, dtype=torch.bool)
+
+
+class PositionBias(nn.Module):
+    """A learned per-head attention bias on the relative offset j - i, clipped at max_distance.
+
+    Why this scheme: it depends only on offsets, never on absolute positions, so a model trained on
+    length 32 meets exactly the same attention pattern at length 512 (learned absolute positions
+    have no embedding beyond the training length; RoPE meets rotation angles it never saw).
+    With `window` it becomes a local operator, the transformer analogue of a conv kernel: each
+    position's update is then independent of the sequence length.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.max_distance = cfg.window or cfg.max_distance
+        self.table = nn.Parameter(torch.zeros(cfg.heads, 2 * self.max_distance + 1))
+        if cfg.window:
+            # Each head starts focused on one offset of the window (0, -1, +1, -2, ... cycling), so
+            # that at initialisation the heads act like the taps of a conv kernel; learning then
+            # only has to sharpen or move them, not break the symmetry of a uniform average.
+            offsets = [o for d in range(cfg.window + 1) for o in ((0,) if d == 0 else (-d, d)) if not (cfg.causal and o > 0)]
+            with torch.no_grad():
+                for head in range(cfg.heads):
+                    self.table[head, offsets[head % len(offsets)] + self.max_distance] = 4.0
+
+    def forward(self, offset: Tensor) -> Tensor:
+        return self.table[:, offset.clamp(-self.max_distance, self.max_distance) + self.max_distance]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.out = nn.Linear(cfg.width, cfg.width, bias=False)
+
+    def forward(self, z: Tensor, pattern: AttentionPattern) -> Tensor:
+        b, n, d = z.shape
+        q, k, v = self.qkv(z).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if pattern.window:
+            y = local_attention(q, k, v, pattern)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=pattern.bias)
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+def local_attention(q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern) -> Tensor:
+    """Banded attention through SDPA on overlapping key windows (see AttentionPattern)."""
+    b, h, length, dh = q.shape
+    c, w = pattern.chunk, pattern.window
+    n = -(-length // c)
+    pad = n * c - length
+    q = F.pad(q, (0, 0, 0, pad)).view(b, h, n, c, dh)
+    k, v = (F.pad(t, (0, 0, w, w + pad)).unfold(2, c + 2 * w, c).transpose(-1, -2) for t in (k, v))
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=pattern.bias.unsqueeze(0))
+    return y.reshape(b, h, n * c, dh)[:, :, :length]
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = int(cfg.mlp_ratio * cfg.width)
+        self.up = nn.Linear(cfg.width, hidden)
+        self.down = nn.Linear(hidden, cfg.width)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.down(F.gelu(self.up(z)))
+
+
+class Recall(nn.Module):
+    """h ⊕ e: addition, or concatenation followed by a linear map back to the width."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.proj = nn.Linear(2 * cfg.width, cfg.width, bias=False) if cfg.recall_op == "concat" else None
+
+    def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        return h + e if self.proj is None else self.proj(torch.cat([h, e], dim=-1))
+
+
+class Layer(nn.Module):
+    """One transformer layer (attention + MLP sublayers) with the chosen norm placement.
+
+    `outer` uses pre-norm sublayers here; the outer norm itself is applied by `Block`.
+    `mid` (the internal recall) is called on the residual stream between the two sublayers.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.placement = "pre" if cfg.norm == "outer" else cfg.norm
+        self.attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.norm1, self.norm2 = make_norm(cfg.norm_type, cfg.width), make_norm(cfg.norm_type, cfg.width)
+        if self.placement == "peri":
+            self.norm1_out = make_norm(cfg.norm_type, cfg.width)
+            self.norm2_out = make_norm(cfg.norm_type, cfg.width)
+
+    def _sublayer(self, z: Tensor, fn, norm_in: nn.Module, norm_out: nn.Module | None) -> Tensor:
+        if self.placement == "pre":
+            return z + fn(norm_in(z))
+        if self.placement == "post":
+            return norm_in(z + fn(z))
+        return z + norm_out(fn(norm_in(z)))  # peri (sandwich)
+
+    def forward(self, z: Tensor, pattern: AttentionPattern, mid=None) -> Tensor:
+        peri = self.placement == "peri"
+        z = self._sublayer(z, lambda u: self.attn(u, pattern), self.norm1, self.norm1_out if peri else None)
+        if mid is not None:
+            z = mid(z)
+        return self._sublayer(z, self.mlp, self.norm2, self.norm2_out if peri else None)
+
+
+class Block(nn.Module):
+    """Φ(h; e): `layers` transformer layers with the recall placed as configured."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.recall_kind = cfg.recall
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.layers))
+        self.recall = Recall(cfg) if cfg.recall != "none" else None
+        self.outer = make_norm(cfg.norm_type, cfg.width) if cfg.norm == "outer" else None
+
+    def forward(self, h: Tensor, e: Tensor, pattern: AttentionPattern) -> Tensor:
+        z, mid = h, None
+        if self.recall_kind == "standard":
+            z = self.recall(h, e)
+        elif self.recall_kind == "internal":
+            mid = lambda u: self.recall(u, e)  # noqa: E731 - injected once, inside the first layer
+        for i, layer in enumerate(self.layers):
+            z = layer(z, pattern, mid if i == 0 else None)
+        return self.outer(z) if self.outer is not None else z
+
+
+@dataclass
+class LoopOutput:
+    logits: Tensor  # (B, L, C) from the final state
+    state: Tensor  # (B, L, d) final state h_T
+    all_logits: Tensor | None = None  # (T, B, L, C): logits after every iteration 1..T
+    all_states: Tensor | None = None  # (T + 1, B, L, d): h_0 .. h_T
+
+
+class LoopedTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, depth: int = 1):
+        """`depth` is the number of blocks of an untied stack (cfg.tied=False); ignored when tied."""
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(vocab_size, cfg.width)
+        self.abs_pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width)) if cfg.position == "learned" else None
+        self.pos_bias = PositionBias(cfg) if cfg.position == "relative" else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(1 if cfg.tied else depth))
+        self.head_norm = make_norm(cfg.norm_type, cfg.width)
+        self.head = nn.Linear(cfg.width, num_classes)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=1.0)
+
+    # -- the pieces a fixed-point analysis needs -------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """The recall signal e = Embed(x) (+ absolute positions when configured)."""
+        e = self.embed(x)
+        if self.abs_pos is not None:
+            if x.shape[1] > self.abs_pos.shape[0]:
+                raise ValueError(f"sequence length {x.shape[1]} exceeds model.max_len={self.abs_pos.shape[0]}")
+            e = e + self.abs_pos[: x.shape[1]]
+        return e
+
+    def attention_pattern(self, length: int) -> AttentionPattern:
+        """Attention bias and window for this length: built once per forward, shared by all iterations."""
+        cfg = self.cfg
+        if not (cfg.window or cfg.causal or self.pos_bias is not None):
+            return AttentionPattern(None)
+        chunk = max(32, 4 * cfg.window) if cfg.window else 0
+        offset, exists = relative_offsets(length, cfg.window, chunk, self.embed.weight.device)
+        # Keys beyond the ends are zero vectors (k = v = 0), as a conv's zero padding: a head aimed
+        # at offset -1 then reads "nothing" at position 0, which is how the edge announces itself.
+        allowed = (offset.abs() <= cfg.window) if cfg.window else exists
+        if cfg.causal:
+            allowed &= offset <= 0
+        bias = self.pos_bias(offset) if self.pos_bias is not None else torch.zeros_like(offset, dtype=torch.float)[None]
+        return AttentionPattern(bias.masked_fill(~allowed, float("-inf")), cfg.window, chunk)
+
+    def initial_state(self, e: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        kind = self.cfg.init_state
+        if kind == "auto":
+            kind = "input" if self.cfg.recall == "none" else "zeros"
+        if kind == "input":
+            return e
+        if kind == "zeros":
+            return torch.zeros_like(e)
+        noise = torch.randn(e.shape, generator=generator, device=e.device if generator is None else generator.device)
+        return noise.to(e)
+
+    def step(self, h: Tensor, e: Tensor, pattern: AttentionPattern, t: int = 0) -> Tensor:
+        """One iteration Φ(h; e). `t` picks the block of an untied stack."""
+        block = self.blocks[0] if self.cfg.tied else self.blocks[t]
+        return block(h, e, pattern)
+
+    def readout(self, h: Tensor) -> Tensor:
+        return self.head(self.head_norm(h))
+
+    # -- running the loop -------------------------------------------------------------------
+    def trajectory(self, x: Tensor, iters: int, h0: Tensor | None = None) -> Iterator[Tensor]:
+        """Yield h_1 .. h_iters one at a time: evaluation at every T in a single pass, in O(1) memory."""
+        self._check_iters(iters)
+        e, pattern = self.encode(x), self.attention_pattern(x.shape[1])
+        h = self.initial_state(e) if h0 is None else h0
+        for t in range(iters):
+            h = self.step(h, e, pattern, t)
+            yield h
+
+    def forward(
+        self,
+        x: Tensor,
+        iters: int,
+        *,
+        grad_iters: int | None = None,
+        h0: Tensor | None = None,
+        return_all: bool = False,
+    ) -> LoopOutput:
+        """Run `iters` iterations. Only the last `grad_iters` are recorded for backprop: the
+        earlier ones run under `torch.no_grad()` (no graph is built, so memory stays flat)."""
+        self._check_iters(iters)
+        grad_iters = iters if grad_iters is None else min(grad_iters, iters)
+        e, pattern = self.encode(x), self.attention_pattern(x.shape[1])
+        h = self.initial_state(e) if h0 is None else h0
+        states = [h] if return_all else None
+        with torch.no_grad():
+            for t in range(iters - grad_iters):
+                h = self.step(h, e, pattern, t)
+                if return_all:
+                    states.append(h)
+        for t in range(iters - grad_iters, iters):
+            h = self.step(h, e, pattern, t)
+            if return_all:
+                states.append(h)
+        out = LoopOutput(logits=self.readout(h), state=h)
+        if return_all:
+            out.all_states = torch.stack(states)
+            out.all_logits = self.readout(out.all_states[1:])
+        return out
+
+    def _check_iters(self, iters: int) -> None:
+        if not self.cfg.tied and iters != len(self.blocks):
+            raise ValueError(f"an untied stack has exactly {len(self.blocks)} blocks; cannot run {iters} iterations")
+        if iters < 1:
+            raise ValueError(f"iterations must be >= 1, got {iters}")

@@ -1,0 +1,56 @@
+"""What every task provides to training and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class EvalSet:
+    """One rung of the difficulty ladder: inputs, targets and a name for tables and plots."""
+
+    name: str
+    x: Tensor
+    y: Tensor
+
+
+class Task:
+    """Per-position classification by default: logits (B, L, C) against targets (B, L), where a
+    target of -100 marks a position that is not scored. Tasks with other outputs override
+    `loss` and `correct`."""
+
+    Options: ClassVar[type]
+    vocab_size: int
+    num_classes: int
+
+    def __init__(self, options):
+        self.options = options
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def eval_sets(self) -> list[EvalSet]:
+        """The difficulty ladder, made once (from a fixed seed) and reused."""
+        if not hasattr(self, "_eval_sets"):
+            self._eval_sets = self.make_eval_sets()
+        return self._eval_sets
+
+    def make_eval_sets(self) -> list[EvalSet]:
+        raise NotImplementedError
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=-100)
+
+    def correct(self, logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Per-sample scores in [0, 1]: `exact` (whole output right) and `token` (share of scored
+        positions right). Works on logits with any leading dims before (B, L, C)."""
+        scored = y != -100
+        hit = (logits.argmax(-1) == y) & scored
+        exact = (hit | ~scored).all(-1).float()
+        token = hit.sum(-1).float() / scored.sum(-1).clamp(min=1).float()
+        return {"exact": exact, "token": token}

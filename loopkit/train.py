@@ -1,0 +1,263 @@
+"""Training: AdamW, warmup + cosine, clipping, and the loop recipes of DESIGN.md (progressive
+loss, truncated backprop, randomized T), on one CPU or many GPUs (torchrun + DDP) unchanged.
+
+Reproducibility and exact resumption come from one rule: everything random about step s (the
+batch, T, n, k) is drawn from a generator seeded by (seed, s, rank). A resumed run therefore needs
+only the step counter, the weights, the optimizer moments and torch's global RNG (which the random
+initial state uses) to continue bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import Config, ConfigError, TrainConfig, dump
+from .model import LoopedTransformer
+from .tasks import Task, build_task
+
+
+# -- placement ---------------------------------------------------------------------------------
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """One process, or one of `torchrun`'s processes (found through its environment variables)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    if world == 1:
+        return Runtime(device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, dist.get_rank(), world)
+
+
+def build_model(cfg: Config, task: Task) -> LoopedTransformer:
+    depth = cfg.model.untied_depth or cfg.train.iters
+    return LoopedTransformer(cfg.model, task.vocab_size, task.num_classes, depth=depth)
+
+
+# -- what each step does -------------------------------------------------------------------------
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+@dataclass
+class StepPlan:
+    iters: int  # T for the full-T loss
+    n: int  # progressive loss: iterations without gradient ...
+    k: int  # ... then iterations with gradient
+
+
+def plan_step(cfg: TrainConfig, g: torch.Generator) -> StepPlan:
+    def uniform(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (), generator=g))
+
+    iters = uniform(cfg.iters_min, cfg.iters) if cfg.iters_min else cfg.iters
+    if cfg.progressive_k:
+        k = min(cfg.progressive_k, iters)
+        n = uniform(0, iters - k)
+    else:
+        n = uniform(0, iters - 1)
+        k = uniform(1, iters - n)
+    return StepPlan(iters, n, k)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio; a pure function of the step, so the
+    schedule resumes exactly without any state of its own."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+class LoopObjective(nn.Module):
+    """The training loss as one module, so that DDP sees a single forward per step.
+
+    (1 - alpha) * loss(h_T) [backprop through the last `bptt` iterations, or all]
+    + alpha * loss(h_{n+k}) where the first n iterations run under no_grad (the progressive loss
+    of deep-thinking networks: the block must improve any intermediate state it is handed).
+    """
+
+    def __init__(self, model: LoopedTransformer, task: Task, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.task, self.cfg = model, task, cfg
+
+    def forward(self, x: Tensor, y: Tensor, plan: StepPlan) -> Tensor:
+        loss = x.new_zeros((), dtype=torch.float32)
+        if self.cfg.alpha < 1:
+            out = self.model(x, plan.iters, grad_iters=self.cfg.bptt or None)
+            loss = loss + (1 - self.cfg.alpha) * self.task.loss(out.logits, y)
+        if self.cfg.alpha > 0:
+            out = self.model(x, plan.n + plan.k, grad_iters=plan.k)
+            loss = loss + self.cfg.alpha * self.task.loss(out.logits, y)
+        return loss
+
+
+# -- the loop ------------------------------------------------------------------------------------
+@torch.no_grad()
+def quick_eval(model: LoopedTransformer, task: Task, iters: int, device: torch.device, samples: int = 256) -> dict:
+    """Exact match on the first two rungs of the ladder at the training T: cheap progress signal."""
+    model.eval()
+    out = {}
+    for s in task.eval_sets()[:2]:
+        logits = model(s.x[:samples].to(device), iters).logits
+        out[f"val/{s.name}/exact"] = task.correct(logits, s.y[:samples].to(device))["exact"].mean().item()
+    model.train()
+    return out
+
+
+class MetricsLog:
+    """metrics.jsonl (and TensorBoard when installed). On resume, lines past the checkpoint's step
+    are dropped first, so an interrupted run's log equals an uninterrupted one's."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.file = open(self.path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> int | None:
+    """Create or reopen a run directory; refuse anything that would mix two runs in one folder.
+    Returns the step to resume from (None for a fresh run)."""
+    config_file = run_dir / "config.yaml"
+    if not resume:
+        if config_file.exists() or (run_dir / "checkpoints").exists():
+            raise ConfigError(f"run directory {run_dir} already holds a run; pass --resume or choose another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(dump(cfg))
+        return None
+    if not config_file.exists():
+        raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml)")
+    ckpt = checkpoint.latest(run_dir)
+    if ckpt is None:
+        return None  # killed before its first checkpoint: start over in the same folder
+    stored = checkpoint.read_state(ckpt)["config"]
+    checkpoint.check_same_model(stored, cfg, ckpt)
+    return checkpoint.read_state(ckpt)["step"]
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Train and return the last logged metrics. `stop_after` ends the process's work after that
+    many steps without a final checkpoint (used to test that a killed run resumes exactly)."""
+    run_dir = Path(run_dir)
+    task = build_task(cfg.task)  # validates the task section before the run directory is touched
+    rt = setup_runtime(cfg.train)
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+    start = prepare_run_dir(run_dir, cfg, resume) if rt.main else None
+    if rt.world > 1:
+        box = [start]
+        dist.broadcast_object_list(box, src=0)
+        start = box[0]
+    model = build_model(cfg, task).to(rt.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
+    step, window_loss, window_steps = 0, 0.0, 0
+    if start is not None:
+        ckpt = checkpoint.latest(run_dir)
+        checkpoint.load_weights(ckpt, model)
+        resumed = checkpoint.load_training_state(ckpt, optimizer)
+        step = start
+        window_loss, window_steps = resumed["window_loss"], resumed["window_steps"]
+    objective: nn.Module = LoopObjective(model, task, tc)
+    if rt.world > 1:
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True
+        )
+    log = MetricsLog(run_dir, start) if rt.main else None
+    local_batch = tc.batch_size // rt.world
+    autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and rt.main), desc="train", dynamic_ncols=True)
+    last: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    model.train()
+    end = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
+    while step < end:
+        g = step_generator(tc.seed, step, rt.rank)
+        plan = plan_step(tc, g)
+        x, y = task.train_batch(local_batch, g)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(tc, step)
+        with autocast:
+            loss = objective(x.to(rt.device), y.to(rt.device), plan)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        step += 1
+        window_loss += loss.item()
+        window_steps += 1
+        bar.update(1)
+        if rt.main and (step % tc.log_every == 0 or step == tc.steps):
+            elapsed = time.perf_counter() - t0
+            last = {"step": step, "loss": window_loss / window_steps, "lr": lr_at(tc, step - 1),
+                    "grad_norm": float(grad_norm), "sec_per_step": elapsed / window_steps}
+            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
+                last.update(quick_eval(model, task, tc.iters, rt.device))
+            log.write(last)
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+            window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+        if rt.main and (step % tc.ckpt_every == 0 or step == tc.steps):
+            checkpoint.save(run_dir, step, model, optimizer, cfg, {"metrics": last, "window_loss": window_loss, "window_steps": window_steps}, keep=tc.keep_checkpoints)
+    bar.close()
+    if log is not None:
+        log.close()
+    if rt.world > 1:
+        dist.barrier()
+    return last

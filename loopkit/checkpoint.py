@@ -116,13 +116,15 @@ def check_same_model(stored: dict[str, Any], cfg: Config, where: Path) -> None:
 
 def load_weights(path: Path, model: nn.Module) -> None:
     weights = load_file(Path(path) / "model.safetensors")
-    result = model.load_state_dict(weights, strict=False)
-    wrong = [k for k, v in weights.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or wrong:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or wrong:
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model: missing {result.missing_keys}, "
-            f"unexpected {result.unexpected_keys}, wrong shape {wrong}"
+            f"checkpoint {path} does not fit this model: missing {missing}, unexpected {unexpected}, wrong shape {wrong}"
         )
+    model.load_state_dict(weights)
 
 
 def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+import pytest
+
+from loopkit import config
+from loopkit.cli import main
+from loopkit.config import ConfigError
+from loopkit.demo import default_config_path
+
+
+def test_defaults_and_overrides():
+    cfg = config.load(None, ["model.recall=internal", "train.lr=3e-4", "model.causal=true",
+                             "task.eval_lengths=[8, 16]"])
+    assert cfg.model.recall == "internal" and cfg.train.lr == pytest.approx(3e-4) and cfg.model.causal is True
+    assert cfg.task == {"name": "prefix_sums", "eval_lengths": [8, 16]}
+
+
+def test_shipped_config_loads():
+    cfg = config.load(default_config_path())
+    assert cfg.task["name"] == "prefix_sums"
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.recal=none", "unknown config key 'model.recal'.*known keys in 'model': width"),
+        ("model.recall=sideways", "model.recall: 'sideways' is not allowed; choose one of none, standard, internal"),
+        ("model.norm=middle", "choose one of pre, post, outer, peri"),
+        ("train.lr=fast", "train.lr: expected a number"),
+        ("train.steps=1.5", "train.steps: expected an integer"),
+        ("optim.lr=1", "unknown config section"),
+        ("model.width=30", "divisible by model.heads"),
+        ("train.alpha=2", "alpha must lie in"),
+        ("lr=1", "must be section.key"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(None, [override])
+
+
+def test_recall_none_refuses_an_input_free_start():
+    with pytest.raises(ConfigError, match="recall=none"):
+        config.load(None, ["model.recall=none", "model.init_state=zeros"])
+
+
+def test_unknown_task_and_task_key(tmp_path):
+    from loopkit.tasks import build_task
+
+    with pytest.raises(ConfigError, match="choose one of prefix_sums"):
+        build_task({"name": "mazes"})
+    with pytest.raises(ConfigError, match="unknown config key 'task.train_len'.*train_length"):
+        build_task({"name": "prefix_sums", "train_len": 8})
+
+
+def test_cli_reports_a_bad_key_and_touches_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["train", str(default_config_path()), "model.widht=8", "--run-dir", str(run_dir)])
+    assert code == 2
+    assert "model.widht" in capsys.readouterr().err
+    assert not run_dir.exists()
+    code = main(["train", str(default_config_path()), "task.eval_lengths=[8, x]", "--run-dir", str(run_dir)])
+    assert code == 2 and "task.eval_lengths[1]" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_malformed_yaml_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [width\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        config.load(bad)

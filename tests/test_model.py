@@ -1,0 +1,128 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from loopkit.config import ModelConfig
+from loopkit.model import AttentionPattern, LoopedTransformer, relative_offsets
+
+RECALLS, NORMS, OPS = ("none", "standard", "internal"), ("pre", "post", "outer", "peri"), ("add", "concat")
+
+
+def make(vocab=5, classes=3, depth=1, **kw):
+    torch.manual_seed(0)
+    return LoopedTransformer(ModelConfig(width=32, heads=4, **kw), vocab, classes, depth=depth)
+
+
+@pytest.mark.parametrize("recall,norm,op", list(itertools.product(RECALLS, NORMS, OPS)))
+@pytest.mark.parametrize("iters", [1, 5])
+def test_every_variant_runs_forward_and_backward(recall, norm, op, iters):
+    model = make(recall=recall, norm=norm, recall_op=op, window=2)
+    x = torch.randint(0, 5, (3, 11))
+    out = model(x, iters)
+    assert out.logits.shape == (3, 11, 3) and torch.isfinite(out.logits).all()
+    out.logits.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert model.embed.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kw", [dict(layers=2), dict(norm_type="layernorm"), dict(position="learned"),
+                                dict(position="none", causal=True), dict(window=0, max_distance=3)])
+def test_other_switches_run(kw):
+    model = make(**kw)
+    out = model(torch.randint(0, 5, (2, 9)), 3)
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("recall", ["standard", "internal"])
+@pytest.mark.parametrize("op", OPS)
+def test_recall_makes_every_iteration_depend_on_the_input(recall, op):
+    model = make(recall=recall, recall_op=op)
+    x1 = torch.randint(0, 5, (2, 8))
+    x2 = (x1 + 1) % 5
+    h0 = torch.randn(2, 8, 32)
+    assert not torch.allclose(model(x1, 4, h0=h0).logits, model(x2, 4, h0=h0).logits)
+
+
+def test_without_recall_the_input_acts_only_through_the_initial_state():
+    model = make(recall="none")
+    x1 = torch.randint(0, 5, (2, 8))
+    x2 = (x1 + 1) % 5
+    h0 = torch.randn(2, 8, 32)
+    torch.testing.assert_close(model(x1, 4, h0=h0).logits, model(x2, 4, h0=h0).logits)
+    assert not torch.allclose(model(x1, 4).logits, model(x2, 4).logits)  # h_0 = e carries it
+
+
+def test_all_states_and_trajectory_agree_with_forward():
+    model = make(window=1)
+    x = torch.randint(0, 5, (2, 7))
+    out = model(x, 6, return_all=True)
+    assert out.all_states.shape == (7, 2, 7, 32) and out.all_logits.shape == (6, 2, 7, 3)
+    for t in range(1, 7):
+        torch.testing.assert_close(out.all_logits[t - 1], model(x, t).logits)
+    for t, h in enumerate(model.trajectory(x, 6)):
+        torch.testing.assert_close(h, out.all_states[t + 1])
+
+
+def test_grad_iters_runs_the_first_iterations_without_a_graph():
+    model = make()
+    x = torch.randint(0, 5, (2, 6))
+    out = model(x, 5, grad_iters=2)
+    out.logits.sum().backward()
+    g_partial = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    with torch.no_grad():
+        h3 = model(x, 3).state
+    model(x, 2, h0=h3.clone()).logits.sum().backward()  # same as starting from the detached h_3
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(g_partial[n], p.grad)
+
+
+def reference_local_attention(q, k, v, bias_fn, window, causal):
+    """Dense attention on a zero-padded sequence: the definition the chunked path must match."""
+    b, h, length, dh = q.shape
+    kp, vp = F.pad(k, (0, 0, window, window)), F.pad(v, (0, 0, window, window))
+    i = torch.arange(length)[:, None]
+    j = torch.arange(length + 2 * window)[None, :] - window
+    off = j - i
+    allowed = off.abs() <= window
+    if causal:
+        allowed &= off <= 0
+    bias = bias_fn(off).masked_fill(~allowed, float("-inf"))
+    return F.scaled_dot_product_attention(q, kp, vp, attn_mask=bias)
+
+
+@pytest.mark.parametrize("length", [1, 5, 32, 33, 100])
+@pytest.mark.parametrize("causal", [False, True])
+def test_chunked_local_attention_matches_dense_reference(length, causal):
+    from loopkit.model import local_attention
+
+    model = make(window=3, causal=causal)
+    with torch.no_grad():
+        model.pos_bias.table.normal_()
+    q, k, v = torch.randn(3, 2, 4, length, 8).unbind(0)
+    pattern = model.attention_pattern(length)
+    got = local_attention(q, k, v, pattern)
+    want = reference_local_attention(q, k, v, model.pos_bias, 3, causal)
+    torch.testing.assert_close(got, want)
+
+
+def test_relative_positions_make_the_step_translation_equivariant_away_from_edges():
+    """Same bits at a shifted place give the same local update: nothing depends on absolute
+    position, which is what lets a model trained on 32 bits run on 512."""
+    model = make(vocab=2, window=2)
+    x = torch.randint(0, 2, (1, 40))
+    shifted = torch.cat([torch.randint(0, 2, (1, 10)), x], dim=1)
+    a, b = model(x, 1).logits[0, 5:35], model(shifted, 1).logits[0, 15:45]
+    torch.testing.assert_close(a, b)
+
+
+def test_untied_stack_has_fixed_depth():
+    model = make(tied=False, depth=4)
+    assert len(model.blocks) == 4
+    assert torch.isfinite(model(torch.randint(0, 5, (2, 6)), 4).logits).all()
+    with pytest.raises(ValueError, match="exactly 4 blocks"):
+        model(torch.randint(0, 5, (2, 6)), 5)

@@ -1,0 +1,111 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from loopkit import checkpoint, config
+from loopkit.checkpoint import CheckpointError
+from loopkit.config import ConfigError
+from loopkit.evaluate import evaluate_run
+from loopkit.train import lr_at, plan_step, step_generator, train
+
+TINY = [
+    "task.train_length=8", "task.eval_lengths=[8, 16]", "task.eval_samples=64",
+    "model.width=16", "model.heads=2", "model.window=1", "model.causal=true",
+    "train.iters=6", "train.batch_size=16", "train.warmup_steps=3", "train.threads=1",
+    "train.log_every=2", "train.eval_every=4", "train.ckpt_every=5", "eval.iters=8",
+]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "sec_per_step"} for r in rows]
+
+
+def test_schedule_and_plans():
+    tc = config.load(None, ["train.steps=100", "train.warmup_steps=10", "train.lr=1.0", "train.min_lr_ratio=0.1"]).train
+    assert lr_at(tc, 0) == pytest.approx(0.1) and lr_at(tc, 9) == pytest.approx(1.0)
+    assert lr_at(tc, 100) == pytest.approx(0.1) and lr_at(tc, 55) == pytest.approx(0.55)
+    tc = config.load(None, ["train.iters=10", "train.iters_min=4"]).train
+    plans = [plan_step(tc, step_generator(0, s)) for s in range(300)]
+    assert {p.iters for p in plans} == set(range(4, 11))
+    assert all(0 <= p.n and 1 <= p.k and p.n + p.k <= p.iters for p in plans)
+    fixed = config.load(None, ["train.iters=10", "train.progressive_k=3"]).train
+    assert {plan_step(fixed, step_generator(0, s)).k for s in range(50)} == {3}
+
+
+@pytest.mark.parametrize("extra", [["model.init_state=random"], ["train.alpha=0.5", "train.bptt=3", "train.iters_min=3"]])
+def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path, extra):
+    cfg = config.load(None, TINY + ["train.steps=20"] + extra)
+    train(cfg, tmp_path / "whole", progress=False)
+    train(cfg, tmp_path / "cut", progress=False, stop_after=12)  # dies after step 12, last checkpoint at 10
+    assert checkpoint.read_state(checkpoint.latest(tmp_path / "cut"))["step"] == 10
+    assert metrics(tmp_path / "cut")[-1]["step"] == 12  # logged past the checkpoint: must be dropped
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+
+
+def test_sigkill_at_a_random_moment_then_resume(tmp_path):
+    """A real SIGKILL, wherever it lands (also inside a checkpoint write), leaves a resumable run."""
+    args = [sys.executable, "-m", "loopkit.cli", "train", "-"]
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(config.dump(config.load(None, TINY + ["train.steps=60", "train.ckpt_every=3"])))
+    cmd = [sys.executable, "-m", "loopkit.cli", "train", str(cfg_file), "--run-dir"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "cut" / "checkpoints" / "latest").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd + [str(tmp_path / "cut"), "--resume"], env=env, check=True, capture_output=True)
+    subprocess.run(cmd + [str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+
+
+def test_run_directory_is_never_mixed(tmp_path):
+    cfg = config.load(None, TINY + ["train.steps=5"])
+    train(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg, tmp_path / "run", progress=False)
+    other = config.load(None, TINY + ["train.steps=5", "model.recall=internal"])
+    with pytest.raises(CheckpointError, match="model.recall: checkpoint has 'standard', config has 'internal'"):
+        train(other, tmp_path / "run", resume=True, progress=False)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    from loopkit.model import LoopedTransformer
+
+    cfg = config.load(None, TINY + ["train.steps=5"])
+    train(cfg, tmp_path / "run", progress=False)
+    wider = LoopedTransformer(config.load(None, TINY + ["model.width=32"]).model, 2, 2)
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        checkpoint.load_weights(checkpoint.latest(tmp_path / "run"), wider)
+
+
+def test_checkpoints_are_plain_safetensors(tmp_path):
+    cfg = config.load(None, TINY + ["train.steps=5"])
+    train(cfg, tmp_path / "run", progress=False)
+    files = sorted(p.name for p in checkpoint.latest(tmp_path / "run").iterdir())
+    assert files == ["model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
+
+
+def test_short_training_learns_prefix_sums(tmp_path):
+    """Loss falls and accuracy rises well above chance (0.5 per bit, 2^-8 per sequence)."""
+    cfg = config.load(None, TINY + ["train.steps=400", "train.lr=0.003", "model.width=32", "train.batch_size=32",
+                                    "train.log_every=50", "train.eval_every=0", "train.ckpt_every=400"])
+    torch.manual_seed(0)
+    train(cfg, tmp_path / "run", progress=False)
+    rows = metrics(tmp_path / "run")
+    assert rows[-1]["loss"] < 0.6 * rows[0]["loss"]
+    result = evaluate_run(tmp_path / "run")
+    len8 = result["curves"]["len8"]
+    assert max(len8["token"]) > 0.9 and max(len8["exact"]) > 0.5
+    assert (tmp_path / "run" / "eval" / "accuracy_vs_T.png").stat().st_size > 1000

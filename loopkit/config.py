@@ -28,7 +28,8 @@ class ModelConfig:
     recall: Literal["none", "standard", "internal"] = "standard"
     recall_op: Literal["add", "concat"] = "add"
     norm: Literal["pre", "post", "outer", "peri"] = "outer"
-    norm_type: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    # layernorm: on prefix sums, rmsnorm with outer/post norm diverged at lr >= 1e-3 where layernorm trained
+    norm_type: Literal["rmsnorm", "layernorm"] = "layernorm"
     # auto: the input itself when recall is none (forced by DESIGN.md), zeros otherwise
     init_state: Literal["auto", "zeros", "input", "random"] = "auto"
     # relative: learned per-head bias on the clipped relative offset (length-free, extrapolates);

@@ -102,8 +102,14 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern) 
     n = -(-length // c)
     pad = n * c - length
     q = F.pad(q, (0, 0, 0, pad)).view(b, h, n, c, dh)
-    k, v = (F.pad(t, (0, 0, w, w + pad)).unfold(2, c + 2 * w, c).transpose(-1, -2) for t in (k, v))
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=pattern.bias.unsqueeze(0))
+    if n == 1:  # one chunk (short sequences, e.g. training): padding alone, no unfold to backprop through
+        k, v = (F.pad(t, (0, 0, w, w + pad)).unsqueeze(2) for t in (k, v))
+    else:
+        k, v = (F.pad(t, (0, 0, w, w + pad)).unfold(2, c + 2 * w, c).transpose(-1, -2) for t in (k, v))
+    # SDPA's fused CPU kernel takes 4-D inputs only, so (heads, chunks) are merged into one dim:
+    # 5-D inputs fall back to the unfused path, about 2x slower forward + backward.
+    mask = pattern.bias.expand(h, -1, -1, -1).flatten(0, 1).unsqueeze(0)
+    y = F.scaled_dot_product_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=mask)
     return y.reshape(b, h, n * c, dh)[:, :, :length]
 
 

@@ -49,8 +49,8 @@ def extrapolation_table(results: dict[str, dict]) -> str:
     first = results[names[0]]
     header = f"{'length':>8} | " + " | ".join(f"{n:>22}" for n in names)
     sub = f"{'':>8} | " + " | ".join(f"{'T=' + str(r['train_iters']):>10} {'T=' + str(r['max_iters']):>11}" for r in results.values())
-    lines = ["exact match (% of sequences) on prefix sums, trained on length "
-             f"{first['summary'] and next(iter(first['summary']))[3:]}", header, sub, "-" * len(header)]
+    lines = [f"exact match (% of sequences) on prefix sums, trained on length {first['task'].get('train_length')}",
+             header, sub, "-" * len(header)]
     for s in first["summary"]:
         cells = []
         for r in results.values():

@@ -96,6 +96,7 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
     result = {
         "run_dir": str(run_dir),
         "step": step,
+        "task": cfg.task,
         "train_iters": cfg.train.iters,
         "max_iters": max_iters,
         "summary": summarize(curves, cfg.train.iters),

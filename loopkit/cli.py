@@ -1,4 +1,4 @@
-"""`loopkit train | eval | demo`: thin wrappers over the library; errors become one clear line."""
+"""`loopkit train | eval | analyze | demo`: thin wrappers over the library; errors become one clear line."""
 
 from __future__ import annotations
 
@@ -22,11 +22,29 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.until_converged:
+        from .early_exit import evaluate_until_converged, format_until_converged
+
+        result = evaluate_until_converged(args.run_dir, tol=args.tol, max_iters=args.max_iters or args.iters,
+                                          device=args.device, batch_size=args.batch_size)
+        print(format_until_converged(result))
+        print(f"wrote {Path(args.run_dir) / 'eval' / 'until_converged.json'}")
+        return
     from .evaluate import evaluate_run, format_table
 
     result = evaluate_run(args.run_dir, max_iters=args.iters, device=args.device, batch_size=args.batch_size)
     print(format_table(result["summary"]))
-    print(f"wrote {Path(args.run_dir) / 'eval' / 'results.json'} and accuracy_vs_T.png")
+    print(f"wrote {Path(args.run_dir) / 'eval' / 'results.json'}, accuracy_vs_T.png and accuracy_vs_compute.png")
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from .analysis import analyze_run, format_summary
+
+    result = analyze_run(args.run_dir, samples=args.samples, max_iter=args.max_iters, tol=args.tol,
+                         sets=args.sets.split(",") if args.sets else None, n_inits=args.inits,
+                         method=args.method, device=args.device)
+    print(format_summary(result))
+    print(f"wrote {Path(args.run_dir) / 'analysis'}/results.json, residuals.png, geometry.png, sensitivity.png")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -51,7 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="largest T (default: eval.iters, or 4 x the training T)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--until-converged", action="store_true",
+                   help="stop each sample once its residual r_t < --tol (at most --max-iters iterations)")
+    p.add_argument("--tol", type=float, help="early-exit tolerance on r_t (default: eval.tol)")
+    p.add_argument("--max-iters", type=int, help="early-exit cap (default: --iters, eval.iters or 4 x training T)")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("analyze", help="fixed-point diagnostics: reachability, input-dependence, geometry")
+    p.add_argument("run_dir")
+    p.add_argument("--samples", type=int, default=32, help="inputs per difficulty")
+    p.add_argument("--sets", help="comma-separated eval sets (default: all), e.g. len32,len128")
+    p.add_argument("--max-iters", type=int, help="iteration cap (default: eval.iters or 4 x training T)")
+    p.add_argument("--tol", type=float, help="convergence tolerance on r_t (default: eval.tol)")
+    p.add_argument("--inits", type=int, default=3, help="initial states for the initial-state dependence")
+    p.add_argument("--method", choices=["iter", "anderson"], default="iter",
+                   help="iter: the model's own dynamics; anderson: accelerated solve")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_analyze)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")

@@ -57,6 +57,10 @@ class TrainConfig:
     alpha: float = 1.0  # weight of the progressive loss; 1 - alpha on the full-T loss
     progressive_k: int = 0  # iterations with gradient in the progressive loss; 0: k ~ U[1, T - n]
     bptt: int = 0  # >0: the full-T loss backpropagates through the last `bptt` iterations only
+    # the full-T loss backpropagates by implicit differentiation at h_T (one adjoint GMRES solve,
+    # DEQ style) instead of through the iterations; needs alpha < 1
+    implicit: bool = False
+    implicit_tol: float = 1e-4  # relative residual of the adjoint solve
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -178,6 +182,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.alpha must lie in [0, 1], got {t.alpha}")
     if t.progressive_k > t.iters:
         raise ConfigError(f"train.progressive_k={t.progressive_k} exceeds train.iters={t.iters}")
+    if t.implicit and (t.alpha >= 1 or t.bptt or not m.tied):
+        raise ConfigError("train.implicit replaces the backprop of the full-T loss of a looped model: "
+                          "it needs train.alpha < 1, train.bptt=0 and model.tied=true")
     if not m.tied and (t.iters_min or t.alpha > 0):
         raise ConfigError("an untied stack (model.tied=false) has a fixed depth: set train.alpha=0 and train.iters_min=0")
 

@@ -7,10 +7,12 @@ out on the way (`LoopedTransformer.trajectory`), so the whole curve costs what i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from . import checkpoint
 from .config import Config
@@ -18,22 +20,42 @@ from .model import LoopedTransformer
 from .tasks import EvalSet, Task, build_task
 
 
+@dataclass
+class SetTrace:
+    """Per-sample record of one pass to the largest T: what every curve and early-exit rule needs."""
+
+    scores: dict[str, Tensor]  # metric -> (N, T): score after t = 1 .. T iterations
+    residual: Tensor  # (N, T): r_t = ||h_t - h_{t-1}|| / ||h_{t-1}||, t = 1 .. T
+
+    def curve(self, metric: str) -> list[float]:
+        return self.scores[metric].double().mean(0).tolist()
+
+
 @torch.no_grad()
-def accuracy_vs_iters(
-    model: LoopedTransformer, task: Task, sets: list[EvalSet], max_iters: int, batch_size: int, device: torch.device
-) -> dict[str, dict[str, list[float]]]:
-    """{set name: {metric: [mean score after T = 1 .. max_iters]}}."""
+def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, batch_size: int,
+              device: torch.device) -> SetTrace:
     model.eval()
-    curves = {}
-    for s in sets:
-        sums: dict[str, torch.Tensor] = {}
-        for lo in range(0, len(s.x), batch_size):
-            x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
-            for t, h in enumerate(model.trajectory(x, max_iters)):
-                for metric, score in task.correct(model.readout(h), y).items():
-                    sums.setdefault(metric, torch.zeros(max_iters, dtype=torch.float64))[t] += score.sum().item()
-        curves[s.name] = {m: (v / len(s.x)).tolist() for m, v in sums.items()}
-    return curves
+    scores: dict[str, list[Tensor]] = {}
+    residuals = []
+    for lo in range(0, len(s.x), batch_size):
+        x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
+        batch_scores: dict[str, list[Tensor]] = {}
+        batch_res = []
+        prev = model.initial_state(model.encode(x))
+        for h in model.trajectory(x, max_iters, h0=prev):
+            batch_res.append(relative_residual(h, prev))
+            prev = h
+            for metric, score in task.correct(model.readout(h), y).items():
+                batch_scores.setdefault(metric, []).append(score.cpu())
+        residuals.append(torch.stack(batch_res, 1).cpu())
+        for metric, per_t in batch_scores.items():
+            scores.setdefault(metric, []).append(torch.stack(per_t, 1))
+    return SetTrace({m: torch.cat(v) for m, v in scores.items()}, torch.cat(residuals))
+
+
+def relative_residual(h: Tensor, prev: Tensor, eps: float = 1e-12) -> Tensor:
+    """Per-sample ||h - prev|| / ||prev||: the fixed-point residual r_t of DESIGN.md."""
+    return (h - prev).flatten(1).norm(dim=1) / prev.flatten(1).norm(dim=1).clamp_min(eps)
 
 
 def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> dict[str, dict[str, float]]:
@@ -91,8 +113,12 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
     max_iters = max_iters or cfg.eval_iters()
     if not cfg.model.tied:
         max_iters = len(model.blocks)
-    curves = accuracy_vs_iters(model, task, task.eval_sets(), max_iters, batch_size or cfg.eval.batch_size,
-                               torch.device(device))
+    from .early_exit import compute_curve, plot_compute
+
+    traces = {s.name: trace_set(model, task, s, max_iters, batch_size or cfg.eval.batch_size, torch.device(device))
+              for s in task.eval_sets()}
+    curves = {name: {m: tr.curve(m) for m in tr.scores} for name, tr in traces.items()}
+    compute = compute_curve(traces)
     result = {
         "run_dir": str(run_dir),
         "step": step,
@@ -101,11 +127,14 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
         "max_iters": max_iters,
         "summary": summarize(curves, cfg.train.iters),
         "curves": curves,
+        "median_residual": {name: tr.residual.median(0).values.tolist() for name, tr in traces.items()},
+        "early_exit": compute,
     }
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     plot(curves, cfg.train.iters, out / "accuracy_vs_T.png", title=run_dir.name)
+    plot_compute(traces, compute, out / "accuracy_vs_compute.png")
     return result
 
 

@@ -10,7 +10,7 @@ Recall placement (none / standard / internal, op add / concat) and normalization
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -257,6 +257,18 @@ class LoopedTransformer(nn.Module):
         """One iteration Φ(h; e). `t` picks the block of an untied stack."""
         block = self.blocks[0] if self.cfg.tied else self.blocks[t]
         return block(h, e, pattern)
+
+    def fixed_point_map(self, x: Tensor) -> tuple[Callable[[Tensor, Tensor], Tensor], Tensor, Tensor]:
+        """(f, e, h_0) with f(h, e) = Φ(h; e) at this input's length: the map `loopkit.fixedpoint`
+        analyses and implicit differentiation solves, without knowing it is a transformer."""
+        if not self.cfg.tied:
+            raise ValueError("an untied stack applies a different block at every depth: it has no fixed-point map")
+        e, pattern = self.encode(x), self.attention_pattern(x.shape[1])
+
+        def f(h: Tensor, e: Tensor) -> Tensor:
+            return self.step(h, e, pattern)
+
+        return f, e, self.initial_state(e)
 
     def readout(self, h: Tensor) -> Tensor:
         return self.head(self.head_norm(h))

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, fixedpoint
 from .config import Config, ConfigError, TrainConfig, dump
 from .model import LoopedTransformer
 from .tasks import Task, build_task
@@ -118,7 +118,12 @@ class LoopObjective(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor, plan: StepPlan) -> Tensor:
         loss = x.new_zeros((), dtype=torch.float32)
-        if self.cfg.alpha < 1:
+        if self.cfg.alpha < 1 and self.cfg.implicit:
+            f, e, _ = self.model.fixed_point_map(x)
+            h_star = self.model(x, plan.iters, grad_iters=0).state
+            h = fixedpoint.attach_implicit(f, h_star, e, tol=self.cfg.implicit_tol)
+            loss = loss + (1 - self.cfg.alpha) * self.task.loss(self.model.readout(h), y)
+        elif self.cfg.alpha < 1:
             out = self.model(x, plan.iters, grad_iters=self.cfg.bptt or None)
             loss = loss + (1 - self.cfg.alpha) * self.task.loss(out.logits, y)
         if self.cfg.alpha > 0:

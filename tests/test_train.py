@@ -111,3 +111,32 @@ def test_short_training_learns_prefix_sums(tmp_path):
     len8 = result["curves"]["len8"]
     assert max(len8["token"]) > 0.9 and max(len8["exact"]) > 0.5
     assert (tmp_path / "run" / "eval" / "accuracy_vs_T.png").stat().st_size > 1000
+
+
+def test_implicit_gradient_matches_unrolled_on_a_contractive_model():
+    """train.implicit: backprop by one adjoint solve at h_T equals full backprop through T iterations
+    once the iteration has converged (an outer-norm model at init is a contraction: rho(J) < 1)."""
+    import dataclasses
+
+    from loopkit import fixedpoint
+    from loopkit.tasks import build_task
+    from loopkit.train import LoopObjective, StepPlan, build_model
+
+    cfg = config.load(None, TINY + ["train.alpha=0", "train.implicit=true", "train.implicit_tol=1e-7"])
+    task = build_task(cfg.task)
+    torch.manual_seed(0)
+    model = build_model(cfg, task)
+    x, y = task.train_batch(4, torch.Generator().manual_seed(1))
+    f, e, h0 = model.fixed_point_map(x)
+    h_star = model(x, 80).state.detach()
+    rho = fixedpoint.spectral_radius(f, h_star, e.detach()).rho
+    assert rho.max() < 0.95  # the premise: a contraction
+    grads = []
+    for implicit in (True, False):
+        model.zero_grad()
+        LoopObjective(model, task, dataclasses.replace(cfg.train, implicit=implicit))(x, y, StepPlan(80, 0, 80)).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].norm() > 0
+    assert (grads[0] - grads[1]).norm() < 1e-3 * grads[1].norm()
+    with pytest.raises(ConfigError, match="train.implicit"):
+        config.load(None, ["train.implicit=true"])  # alpha = 1: nothing to differentiate implicitly

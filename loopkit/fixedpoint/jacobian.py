@@ -26,6 +26,18 @@ from .krylov import gmres, top_ritz
 StepFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def _with_math_attention(f: StepFn) -> StepFn:
+    """f with scaled_dot_product_attention forced onto its math backend: the fused CPU/GPU kernels
+    have no forward-mode AD rule and no double backward, which every product below needs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def g(h: Tensor, e: Tensor) -> Tensor:
+        with sdpa_kernel(SDPBackend.MATH):
+            return f(h, e)
+
+    return g
+
+
 class Linearization:
     """J = df/dh and df/de of ``f`` at (h, e), applied to batched vectors.
 
@@ -41,7 +53,7 @@ class Linearization:
     def __init__(self, f: StepFn, h: Tensor, e: Tensor, mode: str = "auto") -> None:
         if mode not in ("auto", "forward", "reverse"):
             raise ValueError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
-        self.f = f
+        self.f = _with_math_attention(f)
         self.h = h.detach()
         self.e = e.detach()
         self._vjp_fn: Callable | None = None

@@ -1,0 +1,64 @@
+"""Cost of the geometry diagnostics against the forward they diagnose, same process.
+
+Times one forward of T iterations (no grad) on a batch, then one estimate of rho(J), of ||J||_2
+and of sigma_min(I - J) at the end state of that batch, and prints each as a multiple of the
+forward. Uses a trained run when given (its weights shape the Jacobian, hence how fast Arnoldi
+converges), else the default prefix-sums config at initialisation.
+
+    python benchmarks/diagnostics_cost.py [RUN_DIR] [--batch 256] [--length 32] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from loopkit import config, fixedpoint
+from loopkit.demo import default_config_path
+from loopkit.evaluate import load_run
+from loopkit.tasks import build_task
+from loopkit.train import build_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", nargs="?")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--length", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=0, help="T of the forward (0: the training T)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.run_dir:
+        cfg, task, model, _ = load_run(args.run_dir)
+    else:
+        cfg = config.load(default_config_path(), [])
+        task = build_task(cfg.task)
+        model = build_model(cfg, task)
+    model.eval().requires_grad_(False)
+    T = args.iters or cfg.train.iters
+    x = task.sample(args.batch, args.length, torch.Generator().manual_seed(0))[0]
+
+    def timed(fn):
+        fn()  # warm-up
+        start = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - start, out
+
+    with torch.no_grad():
+        t_fwd, out = timed(lambda: model(x, T))
+    f, e, _ = model.fixed_point_map(x)
+    h = out.state
+    t_rho, rho = timed(lambda: fixedpoint.spectral_radius(f, h, e))
+    t_norm, norm = timed(lambda: fixedpoint.spectral_norm(f, h, e))
+    t_smin, smin = timed(lambda: fixedpoint.min_singular_value(f, h, e))
+    print(f"batch {args.batch} x length {args.length}, width {cfg.model.width}, {args.threads} threads; "
+          f"forward of T={T}: {t_fwd * 1000:.0f} ms")
+    for name, t, est in (("rho(J)", t_rho, rho.rho), ("||J||_2", t_norm, norm.value), ("sigma_min(I-J)", t_smin, smin.value)):
+        print(f"  {name:15s} {t * 1000:8.0f} ms = {t / t_fwd:5.2f} x forward   median {est.median().item():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""`loopkit analyze RUN_DIR`: the fixed-point diagnostics of `loopkit.fixedpoint` applied to a
+trained model on every difficulty of its task, with figures and one summary table.
+
+The map analysed is the model's own step, f(h, e) = Φ(h; e), with the attention pattern of the
+input's length fixed, so `loopkit.fixedpoint` never needs to know what a transformer is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import fixedpoint
+from .config import ConfigError
+from .evaluate import load_run
+from .model import LoopedTransformer
+
+
+def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: float, n_inits: int = 3,
+                  method: str = "iter", seed: int = 0, krylov_dim: int = 20) -> dict[str, Any]:
+    """Every diagnostic on one batch. Initial-state dependence compares the model's own h_0 with
+    `n_inits - 1` random unit-variance states (the scale of a normalized state)."""
+    if not model.cfg.tied:
+        raise ConfigError("an untied stack applies a different block at every depth: it has no fixed-point map")
+    f, e, h0 = model.fixed_point_map(x)
+
+    def starts(k: int) -> Tensor:
+        if k == 0:
+            return h0
+        g = torch.Generator().manual_seed(seed + k)
+        return torch.randn(h0.shape, generator=g).to(h0)
+
+    return fixedpoint.analyze(f, e, h0, method=method, max_iter=max_iter, tol=tol, h0s=starts, n_inits=n_inits,
+                              krylov_dim=krylov_dim, seed=seed)
+
+
+def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None = None, tol: float | None = None,
+                sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", device: str = "cpu") -> dict:
+    """Analyse the first `samples` inputs of each eval set (all, or those named in `sets`);
+    write analysis/results.json and figures into the run directory; return the results."""
+    run_dir = Path(run_dir)
+    cfg, task, model, step = load_run(run_dir, device)
+    model.requires_grad_(False)
+    max_iter = max_iter or cfg.eval_iters()
+    tol = tol or cfg.eval.tol
+    chosen = task.eval_sets()
+    if sets:
+        unknown = set(sets) - {s.name for s in chosen}
+        if unknown:
+            raise ConfigError(f"unknown eval set(s) {sorted(unknown)}; this task has {[s.name for s in chosen]}")
+        chosen = [s for s in chosen if s.name in sets]
+    results: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "max_iter": max_iter, "tol": tol,
+                               "method": method, "samples": samples, "sets": {}}
+    for s in chosen:
+        started = time.perf_counter()
+        report = analyze_model(model, s.x[:samples].to(device), max_iter=max_iter, tol=tol, n_inits=n_inits,
+                               method=method)
+        report["seconds"] = time.perf_counter() - started
+        results["sets"][s.name] = report
+    out = run_dir / "analysis"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot_analysis(results, out)
+    return results
+
+
+def summary_rows(results: dict) -> list[dict[str, Any]]:
+    """One row of headline numbers per difficulty (medians over samples)."""
+    rows = []
+    for name, r in results["sets"].items():
+        reach, geo = r["reachability"], r.get("geometry", {})
+        rows.append({
+            "set": name,
+            "converged": reach["converged_fraction"],
+            "iters": reach["iters_to_converge"]["median"],
+            "final_residual": reach["final_residual"]["median"],
+            "cycles": reach["cycle_fraction"],
+            "diverged": reach["diverged_fraction"],
+            "spread": r["spread"]["relative_spread"],
+            "sensitivity": r["sensitivity"]["relative"]["median"] if "sensitivity" in r else None,
+            "init_dependence": r["init_dependence"]["spread"]["median"] if "init_dependence" in r else None,
+            "rho": geo.get("spectral_radius", {}).get("median"),
+            "norm": geo.get("spectral_norm", {}).get("median"),
+            "sigma_min": geo.get("sigma_min_I_minus_J", {}).get("median"),
+        })
+    return rows
+
+
+COLUMNS = [  # (summary_rows key, header, width, format spec)
+    ("set", "set", 8, ""), ("converged", "conv", 6, ".0%"), ("iters", "iters", 6, ".0f"),
+    ("final_residual", "resid", 8, ".1e"), ("spread", "spread", 7, ".3f"), ("sensitivity", "sens", 8, ".3f"),
+    ("init_dependence", "init-dep", 8, ".3f"), ("rho", "rho(J)", 7, ".3f"), ("norm", "|J|2", 7, ".2f"),
+    ("sigma_min", "smin(I-J)", 9, ".3f"),
+]
+
+
+def format_summary(results: dict) -> str:
+    lines = [" ".join(head.rjust(width) for _, head, width, _ in COLUMNS)]
+    for row in summary_rows(results):
+        lines.append(" ".join(("-" if row[key] is None else format(row[key], spec)).rjust(width)
+                              for key, _, width, spec in COLUMNS))
+    lines.append(f"medians over {results['samples']} samples per set. conv: r_t < {results['tol']:g} within "
+                 f"{results['max_iter']} iterations of the model's own dynamics; sens: relative IFT sensitivity "
+                 "||dh*/de v|| ||e|| / ||h*||; init-dep: spread of end states from different h_0")
+    return "\n".join(lines)
+
+
+def plot_analysis(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = results["sets"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in sets.items():
+        trace = [v if v is not None else float("nan") for v in r["reachability"]["median_residual_vs_t"]]
+        ax.semilogy(range(1, len(trace) + 1), trace, label=name)
+    ax.axhline(results["tol"], color="grey", ls=":", lw=1)
+    ax.set(xlabel="iteration t", ylabel="median relative residual r_t", title="reachability")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "residuals.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax, label in (("spectral_radius", axes[0], "spectral radius rho(J)"),
+                           ("spectral_norm", axes[1], "spectral norm ||J||_2")):
+        for name, r in sets.items():
+            vals = [v for v in r.get("geometry", {}).get("per_sample", {}).get(key, []) if v is not None]
+            if vals:
+                ax.hist(vals, bins=20, alpha=0.5, label=name)
+        if key == "spectral_radius":
+            ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.set(xlabel=label, ylabel="samples")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "geometry.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = [n for n, r in sets.items() if "sensitivity" in r]
+    data = [[v for v in sets[n]["sensitivity"]["per_sample"]["relative"] if v is not None] for n in names]
+    if names:
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(names) + 1), names)
+    ax.set(ylabel="relative sensitivity ||dh*/de v|| ||e|| / ||h*||", title="input-dependence per difficulty")
+    fig.tight_layout()
+    fig.savefig(out / "sensitivity.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""`loopkit analyze` and adaptive test-time compute on real (tiny) runs."""
+
+import json
+
+import pytest
+import torch
+
+from loopkit import cli, config
+from loopkit.analysis import analyze_model, analyze_run, format_summary
+from loopkit.early_exit import from_trace, run_until_converged
+from loopkit.evaluate import load_run, trace_set
+from loopkit.model import LoopedTransformer
+from loopkit.tasks import build_task
+from loopkit.train import train
+from test_train import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(config.load(None, TINY + ["train.steps=10"]), run, progress=False)
+    return run
+
+
+def tiny_model(recall: str) -> LoopedTransformer:
+    cfg = config.load(None, TINY + [f"model.recall={recall}"])
+    torch.manual_seed(0)
+    return LoopedTransformer(cfg.model, 2, 2)
+
+
+def test_early_exit_matches_the_rule_replayed_on_a_full_pass(tiny_run):
+    cfg, task, model, _ = load_run(tiny_run)
+    s = task.eval_sets()[1]
+    trace = trace_set(model, task, s, 40, 16, torch.device("cpu"))
+    tol = trace.residual[:, 10].median().item()  # about half the samples stop by t = 11
+    replay = from_trace(trace, tol)
+    logits, used, converged = run_until_converged(model, s.x, tol, 40)
+    assert torch.equal(used, replay["iters"]) and torch.equal(converged, replay["converged"])
+    assert 1 < len(used.unique())  # samples really stopped at different iterations
+    assert torch.equal(task.correct(logits, s.y)["exact"], replay["exact"])
+
+
+def test_no_recall_has_zero_sensitivity_and_recall_does_not():
+    """DESIGN.md C1: without recall the step ignores e, so dh*/de = 0 exactly at any end state."""
+    x = torch.randint(0, 2, (4, 8), generator=torch.Generator().manual_seed(0))
+    for recall, zero in (("none", True), ("standard", False), ("internal", False)):
+        report = analyze_model(tiny_model(recall).requires_grad_(False), x, max_iter=30, tol=1e-3, n_inits=2)
+        sens = report["sensitivity"]["norm"]["max"]
+        assert (sens == 0) if zero else (sens > 1e-3), (recall, sens)
+        assert 0 < report["geometry"]["spectral_radius"]["median"] < 10
+        assert report["init_dependence"]["n_inits"] == 2
+
+
+def test_analyze_run_writes_results_figures_and_table(tiny_run):
+    result = analyze_run(tiny_run, samples=4, max_iter=12, sets=["len16"])
+    assert list(result["sets"]) == ["len16"]
+    saved = json.loads((tiny_run / "analysis" / "results.json").read_text())
+    assert saved["sets"]["len16"]["reachability"]["n_samples"] == 4
+    for fig in ("residuals.png", "geometry.png", "sensitivity.png"):
+        assert (tiny_run / "analysis" / fig).stat().st_size > 1000
+    assert "len16" in format_summary(result)
+
+
+def test_cli_analyze_and_until_converged(tiny_run, capsys):
+    assert cli.main(["analyze", str(tiny_run), "--sets", "len99"]) == 2
+    assert "len99" in capsys.readouterr().err
+    assert cli.main(["eval", str(tiny_run), "--until-converged", "--tol", "1e-2", "--max-iters", "12"]) == 0
+    out = json.loads((tiny_run / "eval" / "until_converged.json").read_text())
+    assert set(out["sets"]) == {"len8", "len16"} and all(1 <= r["mean_iters"] <= 12 for r in out["sets"].values())

@@ -22,7 +22,7 @@ from .model import LoopedTransformer
 
 
 def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: float, n_inits: int = 3,
-                  method: str = "iter", seed: int = 0, krylov_dim: int = 20) -> dict[str, Any]:
+                  method: str = "iter", seed: int = 0, krylov_dim: int = 20, min_sv_matvecs: int = 400) -> dict[str, Any]:
     """Every diagnostic on one batch. Initial-state dependence compares the model's own h_0 with
     `n_inits - 1` random unit-variance states (the scale of a normalized state)."""
     if not model.cfg.tied:
@@ -36,11 +36,13 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: fl
         return torch.randn(h0.shape, generator=g).to(h0)
 
     return fixedpoint.analyze(f, e, h0, method=method, max_iter=max_iter, tol=tol, h0s=starts, n_inits=n_inits,
-                              krylov_dim=krylov_dim, seed=seed)
+                              krylov_dim=krylov_dim, seed=seed, with_min_sv=min_sv_matvecs > 0,
+                              min_sv_matvecs=min_sv_matvecs)
 
 
 def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None = None, tol: float | None = None,
-                sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", device: str = "cpu") -> dict:
+                sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", min_sv_matvecs: int = 400,
+                device: str = "cpu") -> dict:
     """Analyse the first `samples` inputs of each eval set (all, or those named in `sets`);
     write analysis/results.json and figures into the run directory; return the results."""
     run_dir = Path(run_dir)
@@ -59,7 +61,7 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None 
     for s in chosen:
         started = time.perf_counter()
         report = analyze_model(model, s.x[:samples].to(device), max_iter=max_iter, tol=tol, n_inits=n_inits,
-                               method=method)
+                               method=method, min_sv_matvecs=min_sv_matvecs)
         report["seconds"] = time.perf_counter() - started
         results["sets"][s.name] = report
     out = run_dir / "analysis"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import config
 from .checkpoint import CheckpointError
+from .sudoku.io import SudokuFormatError
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -42,7 +43,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
     result = analyze_run(args.run_dir, samples=args.samples, max_iter=args.max_iters, tol=args.tol,
                          sets=args.sets.split(",") if args.sets else None, n_inits=args.inits,
-                         method=args.method, device=args.device)
+                         method=args.method, min_sv_matvecs=args.min_sv_budget, device=args.device)
     print(format_summary(result))
     print(f"wrote {Path(args.run_dir) / 'analysis'}/results.json, residuals.png, geometry.png, sensitivity.png")
 
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inits", type=int, default=3, help="initial states for the initial-state dependence")
     p.add_argument("--method", choices=["iter", "anderson"], default="iter",
                    help="iter: the model's own dynamics; anderson: accelerated solve")
+    p.add_argument("--min-sv-budget", type=int, default=400,
+                   help="Jacobian products allowed for sigma_min(I - J), the costliest estimate (0: skip it)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_analyze)
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (config.ConfigError, CheckpointError) as err:
+    except (config.ConfigError, CheckpointError, SudokuFormatError) as err:
         print(f"loopkit: error: {err}", file=sys.stderr)
         return 2
     return 0

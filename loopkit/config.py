@@ -33,8 +33,9 @@ class ModelConfig:
     # auto: the input itself when recall is none (forced by DESIGN.md), zeros otherwise
     init_state: Literal["auto", "zeros", "input", "random"] = "auto"
     # relative: learned per-head bias on the clipped relative offset (length-free, extrapolates);
-    # learned: absolute embeddings (fixed-size boards only); none: no position information
-    position: Literal["relative", "learned", "none"] = "relative"
+    # learned: absolute embeddings (fixed-size boards only); grid: learned row + column + box
+    # embeddings of a 9x9 board (sudoku: the structure the rules are written in); none: nothing
+    position: Literal["relative", "learned", "grid", "none"] = "relative"
     max_distance: int = 8  # relative offsets beyond this share one bias
     window: int = 0  # >0: attend only to |i - j| <= window (a local operator, like a conv kernel)
     causal: bool = False

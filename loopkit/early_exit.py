@@ -66,7 +66,7 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
         for lo in range(0, len(s.x), batch_size):
             x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
             logits, used, converged = run_until_converged(model, x, tol, max_iters)
-            for m, v in {**task.correct(logits, y), "iters": used.double(), "converged": converged.double()}.items():
+            for m, v in {**task.correct(logits, y, x), "iters": used.double(), "converged": converged.double()}.items():
                 scores.setdefault(m, []).append(v.cpu())
         cat = {m: torch.cat(v) for m, v in scores.items()}
         sets[s.name] = {"exact": cat["exact"].mean().item(), "token": cat["token"].mean().item(),

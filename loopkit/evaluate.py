@@ -45,7 +45,7 @@ def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, 
         for h in model.trajectory(x, max_iters, h0=prev):
             batch_res.append(relative_residual(h, prev))
             prev = h
-            for metric, score in task.correct(model.readout(h), y).items():
+            for metric, score in task.correct(model.readout(h), y, x).items():
                 batch_scores.setdefault(metric, []).append(score.cpu())
         residuals.append(torch.stack(batch_res, 1).cpu())
         for metric, per_t in batch_scores.items():
@@ -67,6 +67,7 @@ def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> di
         best = max(range(len(exact)), key=lambda i: exact[i])
         table[name] = {
             "exact_at_train_T": exact[min(train_iters, len(exact)) - 1],
+            **{f"exact_at_{k}x_T": exact[k * train_iters - 1] for k in (2, 4) if k * train_iters <= len(exact)},
             "exact_at_max_T": exact[-1],
             "token_at_max_T": c["token"][-1],
             "best_exact": exact[best],
@@ -139,8 +140,12 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'set':>10} {'@train T':>9} {'@max T':>8} {'best':>7} {'best T':>7}"]
+    """Exact match per set at the training T, 2x and 4x it (when evaluated), the largest T and the best T."""
+    cols = [("exact_at_train_T", "@train T"), ("exact_at_2x_T", "@2x T"), ("exact_at_4x_T", "@4x T"),
+            ("exact_at_max_T", "@max T"), ("best_exact", "best")]
+    cols = [(k, h) for k, h in cols if all(k in s for s in summary.values())]
+    width = max([10, *(len(n) for n in summary)])
+    lines = [f"{'set':>{width}} " + " ".join(f"{h:>9}" for _, h in cols) + f" {'best T':>7}"]
     for name, s in summary.items():
-        lines.append(f"{name:>10} {100 * s['exact_at_train_T']:8.1f}% {100 * s['exact_at_max_T']:7.1f}% "
-                     f"{100 * s['best_exact']:6.1f}% {s['best_T']:7d}")
+        lines.append(f"{name:>{width}} " + " ".join(f"{100 * s[k]:8.1f}%" for k, _ in cols) + f" {s['best_T']:7d}")
     return "\n".join(lines)

@@ -203,6 +203,7 @@ class LoopedTransformer(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.width)
         self.abs_pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width)) if cfg.position == "learned" else None
         self.pos_bias = PositionBias(cfg) if cfg.position == "relative" else None
+        self.grid_pos = nn.Parameter(0.5 * torch.randn(3, 9, cfg.width)) if cfg.position == "grid" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(1 if cfg.tied else depth))
         self.head_norm = make_norm(cfg.norm_type, cfg.width)
         self.head = nn.Linear(cfg.width, num_classes)
@@ -225,6 +226,12 @@ class LoopedTransformer(nn.Module):
             if x.shape[1] > self.abs_pos.shape[0]:
                 raise ValueError(f"sequence length {x.shape[1]} exceeds model.max_len={self.abs_pos.shape[0]}")
             e = e + self.abs_pos[: x.shape[1]]
+        if self.grid_pos is not None:
+            if x.shape[1] != 81:
+                raise ValueError(f"position=grid needs 81 cells (a 9x9 board), got length {x.shape[1]}")
+            cell = torch.arange(81, device=x.device)
+            row, col = cell // 9, cell % 9
+            e = e + self.grid_pos[0, row] + self.grid_pos[1, col] + self.grid_pos[2, row // 3 * 3 + col // 3]
         return e
 
     def attention_pattern(self, length: int) -> AttentionPattern:

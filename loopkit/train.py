@@ -139,8 +139,8 @@ def quick_eval(model: LoopedTransformer, task: Task, iters: int, device: torch.d
     model.eval()
     out = {}
     for s in task.eval_sets()[:2]:
-        logits = model(s.x[:samples].to(device), iters).logits
-        out[f"val/{s.name}/exact"] = task.correct(logits, s.y[:samples].to(device))["exact"].mean().item()
+        x = s.x[:samples].to(device)
+        out[f"val/{s.name}/exact"] = task.correct(model(x, iters).logits, s.y[:samples].to(device), x)["exact"].mean().item()
     model.train()
     return out
 

@@ -140,3 +140,16 @@ def test_implicit_gradient_matches_unrolled_on_a_contractive_model():
     assert (grads[0] - grads[1]).norm() < 1e-3 * grads[1].norm()
     with pytest.raises(ConfigError, match="train.implicit"):
         config.load(None, ["train.implicit=true"])  # alpha = 1: nothing to differentiate implicitly
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """The same entry point under torchrun (gloo on CPU): two ranks train one model and rank 0 writes."""
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(config.dump(config.load(None, TINY + ["train.steps=6", "train.ckpt_every=3"])))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "loopkit.cli", "train", str(cfg_file), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert checkpoint.read_state(checkpoint.latest(tmp_path / "run"))["step"] == 6
+    assert [r["step"] for r in metrics(tmp_path / "run")] == [2, 4, 6]

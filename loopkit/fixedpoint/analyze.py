@@ -29,6 +29,7 @@ def analyze(
     with_sensitivity: bool = True,
     with_geometry: bool = True,
     with_min_sv: bool = True,
+    min_sv_matvecs: int = 4000,
     krylov_dim: int = 20,
     restarts: int = 10,
     mode: str = "auto",
@@ -44,7 +45,8 @@ def analyze(
       state is near a fixed point, so check ``reachability.per_sample.converged`` alongside.
     - ``h0s`` (a list of initial states, or a callable k -> h0) enables the initial-state
       dependence check over ``n_inits`` starts.
-    - ``with_min_sv`` controls sigma_min(I - J), the most expensive estimate (inner GMRES).
+    - ``with_min_sv`` controls sigma_min(I - J), the most expensive estimate (inner GMRES);
+      ``min_sv_matvecs`` caps its Jacobian products (its residual says how far it got).
     Per-sample values are lists in batch order; non-finite numbers become None.
     """
     kw = dict(solver_kwargs or {})
@@ -67,7 +69,8 @@ def analyze(
     if with_sensitivity:
         report["sensitivity"] = sensitivity(f, h_star, e, seed=seed, mode=mode).summary()
     if with_geometry:
-        geo = geometry(f, h_star, e, krylov_dim=krylov_dim, restarts=restarts, min_sv=with_min_sv, mode=mode, seed=seed)
+        geo = geometry(f, h_star, e, krylov_dim=krylov_dim, restarts=restarts, min_sv=with_min_sv,
+                       min_sv_matvecs=min_sv_matvecs, mode=mode, seed=seed)
         rho = geo["spectral_radius"]
         summary: dict = {
             "spectral_radius": _stats(rho),

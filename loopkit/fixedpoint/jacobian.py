@@ -276,6 +276,7 @@ def geometry(
     krylov_dim: int = 20,
     restarts: int = 10,
     min_sv: bool = True,
+    min_sv_matvecs: int = 4000,
     mode: str = "auto",
     seed: int = 0,
 ) -> dict[str, Tensor]:
@@ -291,7 +292,7 @@ def geometry(
         "spectral_norm_residual": sn.residual,
     }
     if min_sv:
-        sm = min_singular_value(lin, seed=seed + 2)
+        sm = min_singular_value(lin, seed=seed + 2, max_matvecs=min_sv_matvecs)
         out["sigma_min_I_minus_J"] = sm.value
         out["sigma_min_residual"] = sm.residual
         out["sigma_min_inner_residual"] = sm.inner_residual

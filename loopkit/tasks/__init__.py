@@ -9,8 +9,9 @@ from typing import Any
 from ..config import ConfigError, build_section
 from .base import EvalSet, Task
 from .prefix_sums import PrefixSums
+from .sudoku import Sudoku
 
-TASKS: dict[str, type[Task]] = {"prefix_sums": PrefixSums}
+TASKS: dict[str, type[Task]] = {"prefix_sums": PrefixSums, "sudoku": Sudoku}
 
 
 def build_task(section: dict[str, Any]) -> Task:

@@ -46,9 +46,10 @@ class Task:
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=-100)
 
-    def correct(self, logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+    def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
         """Per-sample scores in [0, 1]: `exact` (whole output right) and `token` (share of scored
-        positions right). Works on logits with any leading dims before (B, L, C)."""
+        positions right). Works on logits with any leading dims before (B, L, C). `x`, the inputs,
+        lets a task add scores that need them (sudoku: a valid grid keeps the givens)."""
         scored = y != -100
         hit = (logits.argmax(-1) == y) & scored
         exact = (hit | ~scored).all(-1).float()

@@ -1,0 +1,196 @@
+"""Read and write sudoku collections in the one-puzzle-a-line text format people share.
+
+A line holds an 81-character puzzle (digits 1-9, ``0`` or ``.`` for blanks), optionally preceded
+by an id and followed, in either order, by a rating (a number) and/or a solution (81 digits 1-9).
+Tokens are separated by whitespace or commas. Blank lines and lines starting with ``#`` are
+skipped. Examples::
+
+    000694f16758 570060003030005060601007000053000001000080000900000270000800402080100030200040019 2.5
+    4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......
+    <puzzle> <solution> 7.2
+
+Every line is checked before anything is returned, and the first bad one raises
+:class:`SudokuFormatError` naming the file, the 1-based line and the fault: wrong length, bad
+character, givens that contradict each other, a solution that is invalid or disagrees with the
+givens, and (``check_solvable=True``) a puzzle with no solution. An optional field (id, rating,
+solution) present on one line must be present on all, so arrays never hold silent fillers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .solver import first_conflict, solve_cells
+
+_SEP = re.compile(r"[\s,]+")
+_PUZZLE_CHARS = b"0123456789."
+
+
+class SudokuFormatError(ValueError):
+    """A line of a sudoku file is malformed; the message names the file and line."""
+
+
+@dataclass
+class Puzzles:
+    """A loaded collection: ``puzzles`` (n, 81) int8 with 0 for blanks, and optional fields."""
+
+    puzzles: np.ndarray
+    solutions: np.ndarray | None = None
+    ids: list[str] | None = None
+    ratings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.puzzles)
+
+
+def _cells(tok: str, what: str, blanks: bool) -> list[int]:
+    """Digits of an 81-character puzzle/solution token; raises ValueError saying what is wrong."""
+    if len(tok) != 81:
+        raise ValueError(f"{what} has {len(tok)} characters, expected 81")
+    raw = tok.encode("ascii", errors="replace")
+    bad = raw.translate(None, _PUZZLE_CHARS if blanks else b"123456789")
+    if bad:
+        k = next(i for i, ch in enumerate(raw) if ch == bad[0])
+        kind = "blank" if tok[k] in "0." else "bad character"
+        raise ValueError(f"{what} has a {kind} {tok[k]!r} at position {k + 1}")
+    return [0 if ch == 46 else ch - 48 for ch in raw]  # 46 = '.'
+
+
+def _is_rating(tok: str) -> bool:
+    if len(tok) > 16:  # a long digit string is a mangled solution, not a number
+        return False
+    try:
+        return math.isfinite(float(tok))
+    except ValueError:
+        return False
+
+
+def _parse_line(line: str, check_solvable: bool):
+    """(id, puzzle cells, rating, solution cells) of one line; ValueError when malformed."""
+    tokens = [t for t in _SEP.split(line.strip()) if t]
+    if len(tokens[0]) == 81:
+        ident, rest = None, tokens
+    elif len(tokens) > 1 and len(tokens[1]) == 81:
+        ident, rest = tokens[0], tokens[1:]
+    else:  # no puzzle where one may stand: blame the longer of the first two tokens
+        raise ValueError(f"puzzle has {len(max(tokens[:2], key=len))} characters, expected 81")
+    puzzle = _cells(rest[0], "puzzle", blanks=True)
+    rating = solution = None
+    for tok in rest[1:]:
+        if _is_rating(tok):
+            if rating is not None:
+                raise ValueError(f"two ratings ({rating!r} and {tok!r})")
+            rating = float(tok)
+        elif len(tok) == 81 or not tok.strip("0123456789."):
+            if solution is not None:
+                raise ValueError("two solutions")
+            solution = _cells(tok, "solution", blanks=False)
+        else:
+            raise ValueError(f"unrecognised token {tok!r} (expected a rating or a solution)")
+    conflict = first_conflict(puzzle)
+    if conflict:
+        raise ValueError(f"givens contradict each other: {conflict}")
+    if solution is not None:
+        conflict = first_conflict(solution)
+        if conflict:
+            raise ValueError(f"solution is not a valid sudoku: {conflict}")
+        for k, (p, s) in enumerate(zip(puzzle, solution)):
+            if p and p != s:
+                raise ValueError(
+                    f"solution disagrees with the given at row {k // 9 + 1}, column {k % 9 + 1}"
+                    f" (given {p}, solution {s})"
+                )
+    elif check_solvable and not solve_cells(puzzle, 1)[0]:
+        raise ValueError("puzzle has no solution")
+    return ident, puzzle, rating, solution
+
+
+def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
+    """Load a puzzle file (format in the module docstring); raises SudokuFormatError.
+
+    ``check_solvable`` solves every puzzle that comes without a solution, to reject those with
+    none (about 0.3 ms a puzzle for hard ones). Uniqueness is not required; test it with
+    ``solve(puzzle, limit=2)`` where it matters.
+    """
+    path = Path(path)
+    rows = []
+    fields = None  # which optional fields the first puzzle line has
+    with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: drop a leading BOM
+        for lineno, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                row = _parse_line(text, check_solvable)
+                has = (row[0] is not None, row[2] is not None, row[3] is not None)
+                if fields is None:
+                    fields = has
+                elif has != fields:
+                    names = ("an id", "a rating", "a solution")
+                    k = next(i for i in range(3) if has[i] != fields[i])
+                    raise ValueError(
+                        f"{'has' if has[k] else 'lacks'} {names[k]}, unlike the lines before it"
+                    )
+            except ValueError as e:
+                raise SudokuFormatError(f"{path}:{lineno}: {e}") from None
+            rows.append(row)
+    n = len(rows)
+    has_id, has_rating, has_solution = fields or (False, False, False)
+    puzzles = np.array([r[1] for r in rows], dtype=np.int8).reshape(n, 81)
+    return Puzzles(
+        puzzles=puzzles,
+        solutions=np.array([r[3] for r in rows], dtype=np.int8).reshape(n, 81)
+        if has_solution
+        else None,
+        ids=[r[0] for r in rows] if has_id else None,
+        ratings=np.array([r[2] for r in rows], dtype=np.float64) if has_rating else None,
+    )
+
+
+def save_puzzles(path, puzzles, solutions=None, ids=None, ratings=None) -> None:
+    """Write ``[id] puzzle [rating] [solution]`` lines (blanks as ``0``), atomically.
+
+    ``puzzles`` may be a :class:`Puzzles`, whose fields are then used.
+    """
+    if isinstance(puzzles, Puzzles):
+        puzzles, solutions, ids, ratings = (
+            puzzles.puzzles, puzzles.solutions, puzzles.ids, puzzles.ratings
+        )
+    puzzles = np.asarray(puzzles).reshape(-1, 81)
+    n = len(puzzles)
+    for name, field in (("solutions", solutions), ("ids", ids), ("ratings", ratings)):
+        if field is not None and len(field) != n:
+            raise ValueError(f"{name} has {len(field)} entries for {n} puzzles")
+    lines = []
+    for i in range(n):
+        parts = []
+        if ids is not None:
+            ident = str(ids[i])
+            if not ident or _SEP.search(ident) or ident.startswith("#"):
+                raise ValueError(f"id {ident!r} is empty, has a separator or starts with '#'")
+            parts.append(ident)
+        parts.append("".join(map(str, puzzles[i].tolist())))
+        if ratings is not None:
+            rating = float(ratings[i])
+            if not math.isfinite(rating):
+                raise ValueError(f"rating {rating} of puzzle {i} is not a finite number")
+            parts.append(repr(rating))
+        if solutions is not None:
+            parts.append("".join(map(str, np.asarray(solutions[i]).reshape(81).tolist())))
+        lines.append(" ".join(parts) + "\n")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,132 @@
+"""Sudoku: 81 cells (0 = blank) -> the solved grid, one of 9 digits per cell.
+
+Difficulty is the generator's graded level (clues and solver effort, `loopkit.sudoku.generator`),
+or, for a puzzle file the user gives, its rating split into buckets. A predicted grid counts as
+*valid* when it is a correct sudoku that keeps every given: puzzles have unique solutions, so
+this is the same as exact match on well-formed puzzles, and it needs no stored solution.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import ConfigError
+from ..sudoku import generator, io, solver
+from ..sudoku.augment import augment
+from .base import EvalSet, Task
+
+
+def _units() -> Tensor:
+    """(27, 9) cell indices of every row, column and box."""
+    rows = [[r * 9 + c for c in range(9)] for r in range(9)]
+    cols = [[r * 9 + c for r in range(9)] for c in range(9)]
+    boxes = [[(br + r) * 9 + bc + c for r in range(3) for c in range(3)] for br in (0, 3, 6) for bc in (0, 3, 6)]
+    return torch.tensor(rows + cols + boxes)
+
+
+UNITS = _units()
+
+
+def valid_grids(digits: Tensor, puzzles: Tensor) -> Tensor:
+    """Per grid: every row, column and box holds 1..9 once, and every given is kept.
+    `digits` (..., 81) in 1..9, `puzzles` (B, 81) broadcastable against it."""
+    onehot = torch.nn.functional.one_hot(digits - 1, 9)  # (..., 81, 9)
+    per_unit = onehot[..., UNITS.to(digits.device), :].sum(-2)  # (..., 27, 9)
+    rules = (per_unit == 1).flatten(-2).all(-1)
+    givens = ((puzzles == 0) | (digits == puzzles)).all(-1)
+    return rules & givens
+
+
+@dataclass
+class SudokuOptions:
+    train_level: str = "easy"
+    train_size: int = 20000  # generated training puzzles (cached on disk)
+    eval_levels: list[str] = field(default_factory=lambda: ["easy", "medium", "hard", "expert"])
+    eval_samples: int = 200
+    eval_files: list[str] = field(default_factory=list)  # puzzle files, one eval set per rating bucket
+    rating_buckets: list[float] = field(default_factory=list)  # bucket edges for rated files
+    augment: bool = False  # digit relabelling, band/stack/row/column shuffles, transpose
+    seed: int = 0  # of the training puzzles
+    eval_seed: int = 1234  # of the generated eval sets (disjoint from training by construction)
+    workers: int = 0  # generation processes (0: every core)
+    cache_dir: str = ""  # "" -> ~/.cache/loopkit/sudoku
+
+
+class Sudoku(Task):
+    Options = SudokuOptions
+    vocab_size = 10  # 0 = blank, 1..9
+    num_classes = 9  # digit - 1
+
+    def __init__(self, options: SudokuOptions):
+        super().__init__(options)
+        levels = set(generator.LEVELS)
+        for key, names in (("train_level", [options.train_level]), ("eval_levels", options.eval_levels)):
+            bad = [n for n in names if n not in levels]
+            if bad:
+                raise ConfigError(f"task.{key}: unknown level(s) {bad}; choose from {', '.join(generator.LEVELS)}")
+        for path in options.eval_files:
+            if not Path(path).is_file():
+                raise ConfigError(f"task.eval_files: {path} is not a file")
+        self._train: tuple[Tensor, Tensor] | None = None
+
+    def _generate(self, level: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        o = self.options
+        cache = Path(o.cache_dir).expanduser() if o.cache_dir else Path.home() / ".cache" / "loopkit" / "sudoku"
+        puzzles, solutions, _ = generator.generate(level, n, seed, workers=o.workers or os.cpu_count() or 1,
+                                                   cache_dir=cache)
+        return torch.as_tensor(puzzles, dtype=torch.long), torch.as_tensor(solutions, dtype=torch.long)
+
+    def train_batch(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        if self._train is None:
+            self._train = self._generate(self.options.train_level, self.options.train_size, self.options.seed)
+        puzzles, solutions = self._train
+        idx = torch.randint(0, len(puzzles), (batch_size,), generator=g)
+        x, sol = puzzles[idx], solutions[idx]
+        if self.options.augment:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=g)))
+            x, sol = (torch.as_tensor(a, dtype=torch.long) for a in augment(x.numpy(), sol.numpy(), rng))
+        return x, sol - 1
+
+    def make_eval_sets(self) -> list[EvalSet]:
+        o = self.options
+        sets = []
+        for i, level in enumerate(o.eval_levels):
+            x, sol = self._generate(level, o.eval_samples, o.eval_seed + i)
+            sets.append(EvalSet(level, x, sol - 1))
+        for path in o.eval_files:
+            sets.extend(file_sets(Path(path), o.rating_buckets))
+        return sets
+
+    def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
+        scores = super().correct(logits, y)
+        if x is not None:
+            scores["valid"] = valid_grids(logits.argmax(-1) + 1, x).float()
+        return scores
+
+
+def file_sets(path: Path, buckets: list[float]) -> list[EvalSet]:
+    """A user's puzzle file as eval sets: one per rating bucket when it is rated and buckets are
+    given, else one. Targets come from the file's solutions, or from the solver (unique puzzles)."""
+    loaded = io.load_puzzles(path)
+    solutions = loaded.solutions
+    if solutions is None:
+        solutions = np.stack([solver.solve(p, limit=1).solutions[0] for p in loaded.puzzles])
+    x = torch.as_tensor(loaded.puzzles, dtype=torch.long)
+    y = torch.as_tensor(solutions, dtype=torch.long) - 1
+    if loaded.ratings is None or not buckets:
+        return [EvalSet(path.stem, x, y)]
+    ratings = torch.as_tensor(loaded.ratings, dtype=torch.float64)
+    edges = [-float("inf"), *sorted(buckets), float("inf")]
+    sets = []
+    for lo, hi in zip(edges, edges[1:]):
+        keep = (ratings >= lo) & (ratings < hi)
+        if keep.any():
+            name = f"{path.stem}:{'' if lo == -float('inf') else f'{lo:g}'}-{'' if hi == float('inf') else f'{hi:g}'}"
+            sets.append(EvalSet(name, x[keep], y[keep]))
+    return sets

@@ -27,15 +27,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
         from .early_exit import evaluate_until_converged, format_until_converged
 
         result = evaluate_until_converged(args.run_dir, tol=args.tol, max_iters=args.max_iters or args.iters,
-                                          device=args.device, batch_size=args.batch_size)
+                                          device=args.device, batch_size=args.batch_size, overrides=args.overrides)
         print(format_until_converged(result))
         print(f"wrote {Path(args.run_dir) / 'eval' / 'until_converged.json'}")
         return
     from .evaluate import evaluate_run, format_table
 
-    result = evaluate_run(args.run_dir, max_iters=args.iters, device=args.device, batch_size=args.batch_size)
+    result = evaluate_run(args.run_dir, max_iters=args.iters, device=args.device, batch_size=args.batch_size,
+                          overrides=args.overrides, out_name=args.out)
     print(format_table(result["summary"]))
-    print(f"wrote {Path(args.run_dir) / 'eval' / 'results.json'}, accuracy_vs_T.png and accuracy_vs_compute.png")
+    print(f"wrote {Path(args.run_dir) / args.out / 'results.json'}, accuracy_vs_T.png and accuracy_vs_compute.png")
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="accuracy versus test-time T on every difficulty of the task")
     p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", help="task.*/eval.* changes, e.g. task.eval_files=[puzzles.txt]")
+    p.add_argument("--out", default="eval", help="folder inside the run directory for the results")
     p.add_argument("--iters", type=int, help="largest T (default: eval.iters, or 4 x the training T)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int)

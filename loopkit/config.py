@@ -213,12 +213,29 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{path} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping with sections task, model, train, eval")
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
+                    sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Set `section.key=value` overrides into a raw config dict (optionally only in `sections`)."""
     for text in overrides:
         (section, key), value = parse_override(text)
+        if sections is not None and section not in sections:
+            raise ConfigError(f"override {text!r}: only {', '.join(s + '.*' for s in sections)} can be changed here")
         raw.setdefault(section, {})
         if raw[section] is None:
             raw[section] = {}
         raw[section][key] = value
+    return raw
+
+
+def override_for_eval(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A trained run's config with `task.*` / `eval.*` overrides (new test files, more samples,
+    other levels); the model and its task name stay as trained."""
+    raw = apply_overrides(cfg.to_dict(), overrides, sections=("task", "eval"))
+    if raw["task"].get("name") != cfg.task.get("name"):
+        raise ConfigError(f"task.name cannot change at evaluation: the model was trained on {cfg.task.get('name')!r}")
     return from_dict(raw)
 
 

@@ -49,13 +49,14 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
 
 
 def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_iters: int | None = None,
-                             device: str = "cpu", batch_size: int | None = None) -> dict[str, Any]:
+                             device: str = "cpu", batch_size: int | None = None,
+                             overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """`loopkit eval --until-converged`: every eval set with per-sample early exit; writes
     eval/until_converged.json. Wall time is measured, since here finished samples really stop."""
     from .evaluate import load_run
 
     run_dir = Path(run_dir)
-    cfg, task, model, step = load_run(run_dir, device)
+    cfg, task, model, step = load_run(run_dir, device, overrides)
     tol = tol or cfg.eval.tol
     max_iters = max_iters or cfg.eval_iters()
     batch_size = batch_size or cfg.eval.batch_size

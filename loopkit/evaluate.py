@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint
-from .config import Config
+from .config import Config, override_for_eval
 from .model import LoopedTransformer
 from .tasks import EvalSet, Task, build_task
 
@@ -93,14 +93,18 @@ def plot(curves: dict[str, dict[str, list[float]]], train_iters: int, path: Path
     plt.close(fig)
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Task, LoopedTransformer, int]:
-    """The latest checkpoint of a run, rebuilt from the config stored inside it."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
+             overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Task, LoopedTransformer, int]:
+    """The latest checkpoint of a run, rebuilt from the config stored inside it (with `task.*` /
+    `eval.*` overrides for evaluation)."""
     from .train import build_model
 
     ckpt = checkpoint.latest(Path(run_dir))
     if ckpt is None:
         raise checkpoint.CheckpointError(f"{run_dir} has no checkpoint (checkpoints/latest is missing)")
     cfg = checkpoint.config_from_checkpoint(ckpt)
+    if overrides:
+        cfg = override_for_eval(cfg, overrides)
     task = build_task(cfg.task)
     model = build_model(cfg, task)
     checkpoint.load_weights(ckpt, model)
@@ -108,9 +112,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
 
 
 def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str = "cpu",
-                 batch_size: int | None = None) -> dict[str, Any]:
+                 batch_size: int | None = None, overrides: list[str] | tuple[str, ...] = (),
+                 out_name: str = "eval") -> dict[str, Any]:
+    """Accuracy vs T on every eval set; writes RUN_DIR/<out_name>/results.json and plots."""
     run_dir = Path(run_dir)
-    cfg, task, model, step = load_run(run_dir, device)
+    cfg, task, model, step = load_run(run_dir, device, overrides)
     max_iters = max_iters or cfg.eval_iters()
     if not cfg.model.tied:
         max_iters = len(model.blocks)
@@ -131,7 +137,7 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
         "median_residual": {name: tr.residual.median(0).values.tolist() for name, tr in traces.items()},
         "early_exit": compute,
     }
-    out = run_dir / "eval"
+    out = run_dir / out_name
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     plot(curves, cfg.train.iters, out / "accuracy_vs_T.png", title=run_dir.name)

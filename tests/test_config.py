@@ -67,3 +67,13 @@ def test_malformed_yaml_is_named(tmp_path):
     bad.write_text("model: [width\n")
     with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
         config.load(bad)
+
+
+def test_eval_overrides_touch_only_task_and_eval():
+    cfg = config.load(None, ["task.eval_samples=10"])
+    changed = config.override_for_eval(cfg, ["task.eval_samples=3", "eval.iters=7"])
+    assert changed.task["eval_samples"] == 3 and changed.eval.iters == 7 and changed.model == cfg.model
+    with pytest.raises(ConfigError, match="only task"):
+        config.override_for_eval(cfg, ["model.width=8"])
+    with pytest.raises(ConfigError, match="task.name cannot change"):
+        config.override_for_eval(cfg, ["task.name=sudoku"])

@@ -216,7 +216,8 @@ def min_singular_value(
     ``inverse_estimate``) is unreliable, but an inverse-iteration step is still dominated by
     the near-null direction, so the bound still comes out small.
     ``inner_residual`` (worst inner solve) flags that regime.  ``max_matvecs`` (JVPs + VJPs)
-    caps the cost; it is checked between restart cycles.
+    caps the cost, checked before every application of M^{-1}; non-normal J (e.g. a causal
+    chain, where (I - J)^{-1} needs as many Krylov steps as the chain is long) hits it first.
     """
     lin = _as_lin(f, h, e, mode)
     if inner_tol is None:
@@ -227,6 +228,10 @@ def min_singular_value(
 
     def inv_m(v: Tensor) -> Tensor:
         nonlocal worst, count
+        if count >= max_matvecs:
+            # Budget spent inside a Krylov cycle: the remaining steps become free no-ops. The
+            # value stays an upper bound (see above); its residual says it did not converge.
+            return v
         kw = dict(tol=inner_tol, restart=inner_restart, max_restarts=inner_max_restarts)
         a = gmres(lambda x: x - lin.vjp(x), v, **kw)
         b = gmres(lambda x: x - lin.jvp(x), a.x, **kw)

@@ -94,7 +94,7 @@ def summary_rows(results: dict) -> list[dict[str, Any]]:
 
 
 COLUMNS = [  # (summary_rows key, header, width, format spec)
-    ("set", "set", 8, ""), ("converged", "conv", 6, ".0%"), ("iters", "iters", 6, ".0f"),
+    ("set", "set", 8, ""), ("converged", "conv", 6, ".0%"), ("cycles", "cycle", 6, ".0%"), ("iters", "iters", 6, ".0f"),
     ("final_residual", "resid", 8, ".1e"), ("spread", "spread", 7, ".3f"), ("sensitivity", "sens", 8, ".3f"),
     ("init_dependence", "init-dep", 8, ".3f"), ("rho", "rho(J)", 7, ".3f"), ("norm", "|J|2", 7, ".2f"),
     ("sigma_min", "smin(I-J)", 9, ".3f"),
@@ -121,7 +121,8 @@ def plot_analysis(results: dict, out: Path) -> None:
     sets = results["sets"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in sets.items():
-        trace = [v if v is not None else float("nan") for v in r["reachability"]["median_residual_vs_t"]]
+        # r_t is undefined while h_t = 0 (h_0 = zeros): the solver's eps floor makes it ~1e14; not drawn
+        trace = [v if v is not None and v < 1e6 else float("nan") for v in r["reachability"]["median_residual_vs_t"]]
         ax.semilogy(range(1, len(trace) + 1), trace, label=name)
     ax.axhline(results["tol"], color="grey", ls=":", lw=1)
     ax.set(xlabel="iteration t", ylabel="median relative residual r_t", title="reachability")

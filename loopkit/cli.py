@@ -1,4 +1,4 @@
-"""`loopkit train | eval | analyze | demo`: thin wrappers over the library; errors become one clear line."""
+"""`loopkit train | eval | analyze | compare | demo`: thin wrappers over the library; errors become one clear line."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.run_dir) / 'analysis'}/results.json, residuals.png, geometry.png, sensitivity.png")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import compare
+
+    print(compare(args.run_dirs, out_name=args.out))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -92,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Jacobian products allowed for sigma_min(I - J), the costliest estimate (0: skip it)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_analyze)
+
+    p = sub.add_parser("compare", help="one exact-match table (at T, 2T, 4T per eval set) across evaluated runs")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default="eval", help="which evaluation folder of each run to read")
+    p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")

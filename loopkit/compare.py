@@ -1,0 +1,64 @@
+"""`loopkit compare`: one table across runs, the view a sweep over architectures needs.
+
+Each run's `eval` results (written by `loopkit eval`) become rows labelled by the switches that
+tell the runs apart (recall, norm, ...), one column group per eval set, at the training T, 2x and
+4x it. Reads JSON only, so it is instant and never touches weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+
+COLUMNS = (("exact_at_train_T", "T"), ("exact_at_2x_T", "2T"), ("exact_at_4x_T", "4T"))
+
+
+def load_results(run_dir: str | Path, out_name: str = "eval") -> dict[str, Any]:
+    path = Path(run_dir) / out_name / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: run `loopkit eval {run_dir}` first")
+    return json.loads(path.read_text())
+
+
+def run_label(run_dir: Path, model_cfg: dict[str, Any], differing: list[str]) -> str:
+    if not differing:
+        return run_dir.name
+    return " ".join(f"{k}={model_cfg.get(k)}" for k in differing)
+
+
+IGNORED = {"train.threads", "train.device", "train.log_every", "train.eval_every", "train.ckpt_every"}
+
+
+def _switches(run_dir: Path) -> dict[str, Any]:
+    """The run's model and training switches, flat (`recall`, `train.lr`, ...)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    cfg = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    flat = dict(cfg.get("model", {}))
+    flat.update({f"train.{k}": v for k, v in cfg.get("train", {}).items() if f"train.{k}" not in IGNORED})
+    return flat
+
+
+def compare(run_dirs: list[str | Path], out_name: str = "eval", metric_cols=COLUMNS) -> str:
+    """A markdown table: rows are runs, columns are (eval set, T multiple) exact match in %."""
+    runs = [Path(r) for r in run_dirs]
+    results = [load_results(r, out_name) for r in runs]
+    models = [_switches(r) for r in runs]
+    keys = sorted({k for m in models for k in m})
+    differing = [k for k in keys if len({json.dumps(m.get(k)) for m in models}) > 1]
+    sets = list(dict.fromkeys(name for res in results for name in res["summary"]))
+    cols = [(s, key, head) for s in sets for key, head in metric_cols
+            if any(key in res["summary"].get(s, {}) for res in results)]
+    header = "| run | " + " | ".join(f"{s} @{head}" for s, _, head in cols) + " |"
+    lines = [header, "|" + " --- |" * (len(cols) + 1)]
+    for run, res, model in zip(runs, results, models):
+        cells = []
+        for s, key, _ in cols:
+            value = res["summary"].get(s, {}).get(key)
+            cells.append("–" if value is None else f"{100 * value:.1f}")
+        lines.append(f"| {run_label(run, model, differing)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

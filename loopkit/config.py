@@ -34,8 +34,10 @@ class ModelConfig:
     init_state: Literal["auto", "zeros", "input", "random"] = "auto"
     # relative: learned per-head bias on the clipped relative offset (length-free, extrapolates);
     # learned: absolute embeddings (fixed-size boards only); grid: learned row + column + box
-    # embeddings of a 9x9 board (sudoku: the structure the rules are written in); none: nothing
-    position: Literal["relative", "learned", "grid", "none"] = "relative"
+    # embeddings of a 9x9 board (sudoku: the structure the rules are written in); board: learned
+    # rank + file + diagonal + anti-diagonal embeddings of an 8x8 board (chess: the lines pieces
+    # move along); none: nothing
+    position: Literal["relative", "learned", "grid", "board", "none"] = "relative"
     max_distance: int = 8  # relative offsets beyond this share one bias
     window: int = 0  # >0: attend only to |i - j| <= window (a local operator, like a conv kernel)
     causal: bool = False

@@ -204,6 +204,10 @@ class LoopedTransformer(nn.Module):
         self.abs_pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width)) if cfg.position == "learned" else None
         self.pos_bias = PositionBias(cfg) if cfg.position == "relative" else None
         self.grid_pos = nn.Parameter(0.5 * torch.randn(3, 9, cfg.width)) if cfg.position == "grid" else None
+        # rank, file, diagonal, anti-diagonal of an 8x8 board (8, 8, 15, 15 entries; rows padded to 15):
+        # the lines rooks, bishops and queens move along, so attention can find a square's lines by
+        # matching embeddings, as grid's row/column/box do for sudoku's units
+        self.board_pos = nn.Parameter(0.5 * torch.randn(4, 15, cfg.width)) if cfg.position == "board" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(1 if cfg.tied else depth))
         self.head_norm = make_norm(cfg.norm_type, cfg.width)
         self.head = nn.Linear(cfg.width, num_classes)
@@ -232,6 +236,13 @@ class LoopedTransformer(nn.Module):
             cell = torch.arange(81, device=x.device)
             row, col = cell // 9, cell % 9
             e = e + self.grid_pos[0, row] + self.grid_pos[1, col] + self.grid_pos[2, row // 3 * 3 + col // 3]
+        if self.board_pos is not None:
+            if x.shape[1] != 64:
+                raise ValueError(f"position=board needs 64 squares (an 8x8 board), got length {x.shape[1]}")
+            square = torch.arange(64, device=x.device)
+            rank, file = square // 8, square % 8
+            p = self.board_pos
+            e = e + p[0, rank] + p[1, file] + p[2, rank - file + 7] + p[3, rank + file]
         return e
 
     def attention_pattern(self, length: int) -> AttentionPattern:

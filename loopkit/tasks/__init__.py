@@ -8,10 +8,11 @@ from typing import Any
 
 from ..config import ConfigError, build_section
 from .base import EvalSet, Task
+from .chess import Chess
 from .prefix_sums import PrefixSums
 from .sudoku import Sudoku
 
-TASKS: dict[str, type[Task]] = {"prefix_sums": PrefixSums, "sudoku": Sudoku}
+TASKS: dict[str, type[Task]] = {"prefix_sums": PrefixSums, "sudoku": Sudoku, "chess": Chess}
 
 
 def build_task(section: dict[str, Any]) -> Task:

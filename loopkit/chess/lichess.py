@@ -1,0 +1,119 @@
+"""Load the Lichess puzzle database CSV (``PuzzleId,FEN,Moves,Rating,...``).
+
+As in the Lichess database, ``FEN`` is the position *before* the opponent's setup move: the first
+move of ``Moves`` (UCI) is the opponent's, and the puzzle is the position after it, with the
+second move as the answer. The rating is the difficulty.
+
+A header line (its first field ``PuzzleId``) is skipped and its column names are used; without
+one the standard column order is assumed. Blank lines are skipped. Every line is checked before
+anything is returned, and the first bad one raises :class:`LichessFormatError` naming the file,
+the 1-based line and the fault (missing field, illegal FEN, an illegal or malformed move, a
+rating that is not a number), so a file is loaded whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import chess
+import numpy as np
+
+from ..config import ConfigError
+
+COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating")
+
+
+class LichessFormatError(ConfigError):
+    """A line of a Lichess puzzle file is malformed; the message names the file and line. A
+    ConfigError so that the command line prints it as one line (the file is the user's input)."""
+
+
+@dataclass
+class LichessPuzzles:
+    """``fens``: the puzzle positions (setup move applied); ``moves``: the answers (UCI)."""
+
+    ids: list[str]
+    fens: list[str]
+    moves: list[str]
+    ratings: np.ndarray  # (n,) float64
+
+    def __len__(self) -> int:
+        return len(self.fens)
+
+    def boards(self) -> list[chess.Board]:
+        return [chess.Board(f) for f in self.fens]
+
+
+def _parse(fields: list[str], cols: dict[str, int]) -> tuple[str, str, str, float]:
+    """(id, puzzle FEN, answer UCI, rating) of one row; ValueError naming the fault."""
+    need = max(cols.values()) + 1
+    if len(fields) < need:
+        raise ValueError(f"has {len(fields)} fields, expected at least {need} ({', '.join(COLUMNS)})")
+    ident, fen, moves, rating = (fields[cols[c]].strip() for c in COLUMNS)
+    try:
+        board = chess.Board(fen)
+    except ValueError as err:
+        raise ValueError(f"illegal FEN {fen!r}: {err}") from None
+    status = board.status()
+    if status != chess.STATUS_VALID:
+        faults = ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
+        raise ValueError(f"illegal FEN {fen!r}: {faults}")
+    ucis = moves.split()
+    if len(ucis) < 2:
+        raise ValueError(f"Moves {moves!r} needs the opponent's setup move and the answer")
+    for k, uci in enumerate(ucis[:2]):
+        try:
+            move = chess.Move.from_uci(uci)
+        except ValueError:
+            raise ValueError(f"move {k + 1} of Moves, {uci!r}, is not a UCI move") from None
+        if not board.is_legal(move):
+            raise ValueError(f"move {k + 1} of Moves, {uci}, is illegal in {board.fen()}")
+        if k == 0:
+            board.push(move)
+    try:
+        value = float(rating)
+    except ValueError:
+        raise ValueError(f"rating {rating!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"rating {rating!r} is not a finite number")
+    return ident, board.fen(), ucis[1], value
+
+
+def load_puzzles(path) -> LichessPuzzles:
+    """Load a Lichess puzzle CSV (format in the module docstring); raises LichessFormatError.
+    Only the first two moves are checked: the rest of the line does not enter the task."""
+    path = Path(path)
+    ids, fens, moves, ratings = [], [], [], []
+    cols = {c: i for i, c in enumerate(COLUMNS)}
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drop a leading BOM
+        reader = csv.reader(f)
+        first = True
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                raise LichessFormatError(f"{path}:{reader.line_num}: not readable as CSV ({err})") from None
+            lineno = reader.line_num
+            if not fields or not "".join(fields).strip():
+                continue
+            try:
+                if first and fields[0].strip().lower() == "puzzleid":
+                    names = [x.strip().lower() for x in fields]
+                    missing = [c for c in COLUMNS if c.lower() not in names]
+                    if missing:
+                        raise ValueError(f"header lacks column(s) {', '.join(missing)}")
+                    cols = {c: names.index(c.lower()) for c in COLUMNS}
+                    first = False
+                    continue
+                first = False
+                row = _parse(fields, cols)
+            except ValueError as err:
+                raise LichessFormatError(f"{path}:{lineno}: {err}") from None
+            for out, v in zip((ids, fens, moves, ratings), row):
+                out.append(v)
+    return LichessPuzzles(ids, fens, moves, np.array(ratings, dtype=np.float64))

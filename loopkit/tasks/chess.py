@@ -1,0 +1,170 @@
+"""Chess puzzles: a board (64 square tokens, seen from the side to move) -> the best move.
+
+The head scores 73 move planes per square (AlphaZero's layout, `loopkit.chess.encoding`), so the
+output is one of 64 x 73 = 4672 move classes and the loss is a cross-entropy over all of them.
+Targets are (B, 1 + M) integers: the answer's class, then the position's legal classes padded
+with -1. That is enough for every metric and slices along the batch like any other target:
+
+- ``exact``: the argmax move is the answer (the task's exact match);
+- ``illegal``: the argmax move is not legal in the position (its mean is the share of illegal
+  predictions);
+- ``legal_exact``: the best-scored *legal* move is the answer (decoding restricted to legal moves);
+- ``token``: partial credit, the share of the answer's two squares (from, to) the argmax move has.
+
+Difficulty is the pipeline's grade (the search depth at which Stockfish settles on the answer,
+`loopkit.chess.pipeline`); training takes low grades and the ladder climbs to high ones. Lichess
+puzzle files (`task.eval_files`) become eval sets per rating bucket (`task.rating_buckets`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..chess import encoding, lichess, pipeline
+from ..config import ConfigError
+from .base import EvalSet, Task
+
+
+def parse_grades(text: str, max_depth: int, key: str) -> tuple[int, int]:
+    """'3-6' -> (3, 6), '4' -> (4, 4); within 1..max_depth."""
+    lo, sep, hi = str(text).partition("-")
+    try:
+        lo_i, hi_i = int(lo), int(hi if sep else lo)
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a grade range like '3-6' or '4'") from None
+    if not 1 <= lo_i <= hi_i <= max_depth:
+        raise ConfigError(f"{key}: grades {text!r} must lie within 1-{max_depth} (task.max_depth)")
+    return lo_i, hi_i
+
+
+@dataclass
+class ChessOptions:
+    train_grades: str = "1-2"  # grade range of the training puzzles
+    train_size: int = 2000  # generated training puzzles (cached on disk)
+    eval_levels: list[str] = field(default_factory=lambda: ["1-2", "3-6", "7-8", "9-10"])  # grade ranges
+    eval_samples: int = 100
+    eval_files: list[str] = field(default_factory=list)  # Lichess puzzle CSVs, one eval set per rating bucket
+    rating_buckets: list[float] = field(default_factory=list)  # bucket edges for those files
+    augment: bool = False  # mirror files a<->h of positions without castling rights
+    seed: int = 0  # of the training games
+    eval_seed: int = 1234  # of the eval games (other games than training's)
+    # the pipeline (loopkit.chess.pipeline.PipelineSettings; every one of these keys the cache)
+    max_depth: int = 10
+    margin_cp: int = 150
+    mate_margin: int = 2
+    cp_cap: int = 800
+    play_nodes: int = 2000
+    mistake_rate: float = 0.15
+    opening_plies: list[int] = field(default_factory=lambda: [2, 8])
+    max_ply: int = 100
+    games_per_shard: int = 4
+    workers: int = 0  # engine processes (0: every core)
+    cache_dir: str = ""  # "" -> ~/.cache/loopkit/chess
+    engine: str = ""  # Stockfish binary ("" -> $LOOPKIT_STOCKFISH, PATH, /usr/games/stockfish)
+
+
+class Chess(Task):
+    Options = ChessOptions
+    vocab_size = encoding.VOCAB_SIZE
+    num_classes = encoding.PLANES  # per square; 64 x 73 move classes in all
+
+    def __init__(self, options: ChessOptions):
+        super().__init__(options)
+        o = options
+        if len(o.opening_plies) != 2:
+            raise ConfigError(f"task.opening_plies: expected [min, max], got {o.opening_plies}")
+        self.settings = pipeline.PipelineSettings(
+            max_depth=o.max_depth, margin_cp=o.margin_cp, mate_margin=o.mate_margin, cp_cap=o.cp_cap,
+            play_nodes=o.play_nodes, mistake_rate=o.mistake_rate, opening_plies=tuple(o.opening_plies),
+            max_ply=o.max_ply, games_per_shard=o.games_per_shard)
+        self.train_grades = parse_grades(o.train_grades, o.max_depth, "task.train_grades")
+        self.eval_grades = [parse_grades(t, o.max_depth, f"task.eval_levels[{i}]") for i, t in enumerate(o.eval_levels)]
+        for path in o.eval_files:
+            if not Path(path).is_file():
+                raise ConfigError(f"task.eval_files: {path} is not a file")
+        self._train: encoding.Encoded | None = None
+        self._from = torch.as_tensor(encoding.FROM_SQUARE.astype(np.int64))
+        self._to = torch.as_tensor(encoding.TO_SQUARE.astype(np.int64))
+
+    # -- data ----------------------------------------------------------------------------------
+    def _generate(self, requests: list[tuple[int, int, int]], seed: int) -> list[encoding.Encoded]:
+        o = self.options
+        cache = Path(o.cache_dir).expanduser() if o.cache_dir else Path.home() / ".cache" / "loopkit" / "chess"
+        sets = pipeline.generate(requests, seed, self.settings, workers=o.workers or os.cpu_count() or 1,
+                                 cache_dir=cache, engine=o.engine or None)
+        return [encoding.encode_fens(list(p.fen), list(p.move)) for p in sets]
+
+    def train_data(self) -> encoding.Encoded:
+        if self._train is None:
+            lo, hi = self.train_grades
+            (self._train,) = self._generate([(lo, hi, self.options.train_size)], self.options.seed)
+        return self._train
+
+    def train_batch(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        enc = self.train_data()
+        idx = torch.randint(0, len(enc), (batch_size,), generator=g).numpy()
+        x, y = enc.tokens[idx].astype(np.int64), encoding.targets(enc, idx)
+        if self.options.augment:
+            flip = (torch.rand(batch_size, generator=g) < 0.5).numpy()
+            flip &= ~((x == encoding.CASTLE_ROOK) | (x == encoding.OPP_CASTLE_ROOK)).any(1)
+            x[flip], y[flip] = encoding.flip_files(x[flip], y[flip])
+        return torch.as_tensor(x), torch.as_tensor(y)
+
+    def make_eval_sets(self) -> list[EvalSet]:
+        o = self.options
+        sets = []
+        made = self._generate([(lo, hi, o.eval_samples) for lo, hi in self.eval_grades], o.eval_seed)
+        for (lo, hi), data in zip(self.eval_grades, made):
+            sets.append(as_eval_set(f"grade{lo}" if lo == hi else f"grade{lo}-{hi}", data))
+        for path in o.eval_files:
+            sets.extend(file_sets(Path(path), o.rating_buckets))
+        return sets
+
+    # -- loss and metrics ------------------------------------------------------------------------
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        flat = logits.flatten(-2).float()  # (..., B, 4672)
+        label = y[:, 0].expand(flat.shape[:-1])
+        return F.cross_entropy(flat.reshape(-1, flat.shape[-1]), label.reshape(-1))
+
+    def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-sample scores (table in the module docstring); logits (..., B, 64, 73)."""
+        flat = logits.flatten(-2)
+        label, moves = y[:, 0], y[:, 1:]
+        n = encoding.NUM_MOVES
+        legal = torch.zeros(y.shape[0], n + 1, dtype=torch.bool, device=y.device)
+        legal.scatter_(1, torch.where(moves >= 0, moves, n), True)  # padding lands in the spare column
+        legal = legal[:, :n]
+        pred = flat.argmax(-1)  # (..., B)
+        rows = torch.arange(y.shape[0], device=y.device)
+        legal_pred = flat.masked_fill(~legal, float("-inf")).argmax(-1)
+        src, dst = self._from.to(y.device), self._to.to(y.device)
+        token = ((src[pred] == src[label]).float() + (dst[pred] == dst[label]).float()) / 2
+        return {"exact": (pred == label).float(), "token": token, "illegal": (~legal[rows, pred]).float(),
+                "legal_exact": (legal_pred == label).float()}
+
+
+def as_eval_set(name: str, enc: encoding.Encoded) -> EvalSet:
+    return EvalSet(name, torch.as_tensor(enc.tokens.astype(np.int64)), torch.as_tensor(encoding.targets(enc)))
+
+
+def file_sets(path: Path, buckets: list[float]) -> list[EvalSet]:
+    """A Lichess puzzle CSV as eval sets: one per rating bucket when buckets are given, else one."""
+    loaded = lichess.load_puzzles(path)
+    enc = encoding.encode_fens(loaded.fens, loaded.moves)
+    if not buckets:
+        return [as_eval_set(path.stem, enc)]
+    edges = [-float("inf"), *sorted(buckets), float("inf")]
+    sets = []
+    for lo, hi in zip(edges, edges[1:]):
+        keep = np.flatnonzero((loaded.ratings >= lo) & (loaded.ratings < hi))
+        if len(keep):
+            name = f"{path.stem}:{'' if lo == -float('inf') else f'{lo:g}'}-{'' if hi == float('inf') else f'{hi:g}'}"
+            sets.append(as_eval_set(name, enc.subset(keep)))
+    return sets

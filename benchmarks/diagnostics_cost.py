@@ -5,7 +5,7 @@ and of sigma_min(I - J) at the end state of that batch, and prints each as a mul
 forward. Uses a trained run when given (its weights shape the Jacobian, hence how fast Arnoldi
 converges), else the default prefix-sums config at initialisation.
 
-    python benchmarks/diagnostics_cost.py [RUN_DIR] [--batch 256] [--length 32] [--threads 2]
+    python benchmarks/diagnostics_cost.py [RUN_DIR] [--batch 256] [--length 32] [--threads 2] [--baseline]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=0, help="T of the forward (0: the training T)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-sv-budget", type=int, default=400, help="Jacobian products for sigma_min(I - J)")
+    ap.add_argument("--baseline", action="store_true", help="also time the earlier defaults (ratio before/now)")
+    ap.add_argument("--skip", nargs="*", default=[], help="estimates to leave out, e.g. 'sigma_min(I-J)'")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.run_dir:
@@ -54,12 +56,21 @@ def main() -> None:
           f"forward of T={T}: {t_fwd * 1000:.0f} ms", flush=True)
     f, e, _ = model.fixed_point_map(x)
     h = out.state
-    for name, fn in (("rho(J)", lambda: fixedpoint.spectral_radius(f, h, e).rho),
-                     ("||J||_2", lambda: fixedpoint.spectral_norm(f, h, e).value),
-                     ("sigma_min(I-J)", lambda: fixedpoint.min_singular_value(f, h, e, max_matvecs=args.min_sv_budget).value)):
-        t, est = timed(fn)
-        print(f"  {name:15s} {t * 1000:8.0f} ms = {t / t_fwd:5.2f} x forward   median {est.median().item():.3f}", flush=True)
-
+    # Current defaults (traced JVPs, 2 Krylov cycles) and, with --baseline, the earlier defaults
+    # (a fresh torch.func.jvp per product, 11 cycles) measured in the same process.
+    settings = [("now", {})] + ([("before", {"mode": "forward", "restarts": 10})] if args.baseline else [])
+    for label, kw in settings:
+        for name, fn in (("rho(J)", lambda: fixedpoint.spectral_radius(f, h, e, **kw)),
+                         ("||J||_2", lambda: fixedpoint.spectral_norm(f, h, e, **kw)),
+                         ("sigma_min(I-J)", lambda: fixedpoint.min_singular_value(
+                             f, h, e, max_matvecs=args.min_sv_budget, mode=kw.get("mode", "auto")))):
+            if name in args.skip:
+                continue
+            t, est = timed(fn)
+            value = est.rho if name == "rho(J)" else est.value
+            print(f"  [{label:6s}] {name:15s} {t * 1000:8.0f} ms = {t / t_fwd:5.2f} x forward   "
+                  f"median {value.median().item():.4f}   median residual {est.residual.median().item():.1e}",
+                  flush=True)
 
 if __name__ == "__main__":
     main()

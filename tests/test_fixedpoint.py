@@ -175,15 +175,18 @@ def test_singular_i_minus_j_is_reported() -> None:
     assert (sm.inner_residual > 1e-3).all()
 
 
-def test_reverse_mode_linearization_agrees() -> None:
-    """The double-backward fallback (for ops without forward-mode AD) gives the same products."""
+def test_every_linearization_mode_agrees() -> None:
+    """The traced (linearize), plain forward-mode and double-backward (for ops without
+    forward-mode AD) products are the same J v and J^T u; "auto" picks the traced one."""
     f, A, Bm, e, _, rho_true = _linear_problem("complex")
     h = torch.randn(e.shape[0], L, D, dtype=DT)
     fwd, rev = Linearization(f, h, e, "forward"), Linearization(f, h, e, "reverse")
+    traced = Linearization(f, h, e)
+    assert traced.mode == "linearize"
     v = torch.randn_like(h)
     Av = torch.einsum("bij,bj->bi", A, v.reshape(-1, N)).reshape(h.shape)
     ATv = torch.einsum("bji,bj->bi", A, v.reshape(-1, N)).reshape(h.shape)
-    for lin in (fwd, rev):
+    for lin in (traced, fwd, rev):
         assert torch.allclose(lin.jvp(v), Av)
         assert torch.allclose(lin.vjp(v), ATv)
     assert ((spectral_radius(rev).rho - rho_true).abs() / rho_true < 1e-2).all()
@@ -507,3 +510,18 @@ def test_analyze_returns_json_friendly_report() -> None:
         u = torch.linalg.solve(torch.eye(d, dtype=DT) - J, Dg[i] * (cell.U.detach() @ s.v[i]))
         assert abs(s.norm[i].item() - u.norm().item()) / u.norm().item() < 1e-2
     assert report["sensitivity"]["per_sample"]["norm"] == pytest.approx(s.norm.tolist(), rel=1e-6)
+
+
+def test_auto_linearization_falls_back_when_tracing_fails() -> None:
+    """A step with data-dependent Python control flow cannot be traced; auto falls back to
+    plain forward-mode JVPs and still gives the right product."""
+
+    def f(h, e):
+        if h.sum() > 0:  # data-dependent branch: make_fx tracing refuses it
+            return 0.5 * h + e
+        return 0.25 * h + e
+
+    h, e = torch.ones(2, 3, dtype=DT), torch.zeros(2, 3, dtype=DT)
+    lin = Linearization(f, h, e)
+    assert lin.mode == "forward"
+    assert torch.allclose(lin.jvp(torch.ones_like(h)), 0.5 * torch.ones_like(h))

@@ -31,7 +31,7 @@ def analyze(
     with_min_sv: bool = True,
     min_sv_matvecs: int = 4000,
     krylov_dim: int = 20,
-    restarts: int = 10,
+    restarts: int = 1,
     mode: str = "auto",
     seed: int = 0,
     solver_kwargs: dict | None = None,

@@ -14,6 +14,7 @@ one batched call per Krylov step.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,22 +43,37 @@ class Linearization:
     """J = df/dh and df/de of ``f`` at (h, e), applied to batched vectors.
 
     mode:
+      "linearize": J v via ``torch.func.linearize``: f is traced once at (h, e) and each product
+                 then runs only the tangent computation -- about 3x cheaper per product than
+                 "forward" on a transformer step, after a one-off tracing cost;
       "forward": J v via ``torch.func.jvp`` (re-runs f each call, no stored graph);
       "reverse": both products from one stored autograd graph, J v by the double-backward
                  trick d/du <J^T u, v> (for ops lacking forward-mode AD rules, e.g. some fused
                  attention kernels);
-      "auto":    forward, falling back to reverse if a trial JVP raises.
+      "auto":    linearize, falling back to forward and then reverse if tracing or a trial JVP
+                 raises (e.g. data-dependent control flow in f, ops without forward-mode rules).
     J^T u always uses ``torch.func.vjp`` (forward mode) or the stored graph (reverse mode).
     """
 
     def __init__(self, f: StepFn, h: Tensor, e: Tensor, mode: str = "auto") -> None:
-        if mode not in ("auto", "forward", "reverse"):
-            raise ValueError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
+        if mode not in ("auto", "linearize", "forward", "reverse"):
+            raise ValueError(f"mode must be 'auto', 'linearize', 'forward' or 'reverse', got {mode!r}")
         self.f = _with_math_attention(f)
         self.h = h.detach()
         self.e = e.detach()
         self._vjp_fn: Callable | None = None
+        self._lin_jvp: Callable | None = None
         self._graph: tuple | None = None
+        if mode in ("auto", "linearize"):
+            try:
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracing internals warn about deprecated helpers
+                    _, self._lin_jvp = torch.func.linearize(lambda x: self.f(x, self.e), self.h)
+                mode = "linearize"
+            except Exception:  # noqa: BLE001 - tracing can fail in many ways; fall back to plain JVPs
+                if mode == "linearize":
+                    raise
+                mode = "auto"
         if mode == "auto":
             try:
                 with torch.no_grad():
@@ -93,6 +109,8 @@ class Linearization:
     # public products ------------------------------------------------------------------------
     def jvp(self, v: Tensor) -> Tensor:
         """J v (same shape as h)."""
+        if self.mode == "linearize":
+            return self._lin_jvp(v)
         if self.mode == "forward":
             return self._fwd_jvp(v)
         x, _, _, u, gx, _ = self._reverse_graph()
@@ -100,7 +118,7 @@ class Linearization:
 
     def vjp(self, u: Tensor) -> Tensor:
         """J^T u (same shape as h)."""
-        if self.mode == "forward":
+        if self.mode in ("linearize", "forward"):
             if self._vjp_fn is None:
                 _, self._vjp_fn = torch.func.vjp(lambda x: self.f(x, self.e), self.h)
             return self._vjp_fn(u)[0]
@@ -109,7 +127,7 @@ class Linearization:
 
     def jvp_e(self, v: Tensor) -> Tensor:
         """(df/de) v for a direction v shaped like e (result shaped like h)."""
-        if self.mode == "forward":
+        if self.mode in ("linearize", "forward"):
             return torch.func.jvp(lambda y: self.f(self.h, y), (self.e,), (v,))[1]
         _, _, _, u, _, gy = self._reverse_graph()
         return self._grad_or_zero(gy, u, v)
@@ -145,12 +163,17 @@ def spectral_radius(
     e: Tensor | None = None,
     *,
     krylov_dim: int = 20,
-    restarts: int = 10,
+    restarts: int = 1,
     tol: float = 1e-6,
     seed: int = 0,
     mode: str = "auto",
 ) -> SpectralRadius:
-    """rho(J) per sample via restarted Arnoldi on JVPs (handles complex dominant pairs)."""
+    """rho(J) per sample via restarted Arnoldi on JVPs (handles complex dominant pairs).
+
+    The default budget, two Krylov cycles of 20 (40 JVPs), keeps one estimate for a batch near the
+    cost of the forward it diagnoses; on a trained prefix-sums model it matched a 390-product
+    reference to 1e-7 (median) / 3e-6 (90th percentile).  A few samples with nearly tied dominant
+    eigenvalues need more: their `residual` says so; raise `restarts` for them."""
     lin = _as_lin(f, h, e, mode)
     r = top_ritz(lin.jvp, random_unit(lin.h, seed), krylov_dim=krylov_dim, restarts=restarts, tol=tol)
     return SpectralRadius(r.value.abs(), r.value, r.residual)
@@ -163,7 +186,7 @@ def spectral_norm(
     e: Tensor | None = None,
     *,
     krylov_dim: int = 20,
-    restarts: int = 10,
+    restarts: int = 1,
     tol: float = 1e-8,
     seed: int = 1,
     mode: str = "auto",
@@ -279,7 +302,7 @@ def geometry(
     e: Tensor,
     *,
     krylov_dim: int = 20,
-    restarts: int = 10,
+    restarts: int = 1,
     min_sv: bool = True,
     min_sv_matvecs: int = 4000,
     mode: str = "auto",

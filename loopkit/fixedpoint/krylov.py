@@ -56,13 +56,16 @@ def _orthogonalize(V: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """Classical Gram-Schmidt done twice ("CGS2") against the rows of V (B, j, n).
 
     Twice is enough for orthogonality to working precision, and unlike modified GS it is two
-    batched matmuls instead of j dependent steps.  Zero rows in V (after a breakdown) are
-    harmless: they contribute zero coefficients.
+    batched products instead of j dependent steps.  Zero rows in V (after a breakdown) are
+    harmless: they contribute zero coefficients.  Both products keep V un-transposed
+    (V w and h^T V): with V^T h, bmm copies the strided slice first, which made orthogonalization
+    cost as much as the Jacobian products themselves on the CPU (B=256, n=2048: 1.6 s -> 0.5 s
+    over 20 Arnoldi steps).
     """
     h = torch.bmm(V, w.unsqueeze(-1)).squeeze(-1)
-    w = w - torch.bmm(V.transpose(1, 2), h.unsqueeze(-1)).squeeze(-1)
+    w = w - torch.bmm(h.unsqueeze(1), V).squeeze(1)
     h2 = torch.bmm(V, w.unsqueeze(-1)).squeeze(-1)
-    w = w - torch.bmm(V.transpose(1, 2), h2.unsqueeze(-1)).squeeze(-1)
+    w = w - torch.bmm(h2.unsqueeze(1), V).squeeze(1)
     return h + h2, w
 
 
@@ -259,6 +262,7 @@ def top_ritz(
     tol: float = 1e-8,
     symmetric: bool = False,
     stop: Callable[[], bool] | None = None,
+    converged_share: float = 1.0,
 ) -> RitzResult:
     """Dominant eigenvalue per sample by explicitly restarted Arnoldi.
 
@@ -272,6 +276,9 @@ def top_ritz(
     The small eigenproblems run on the CPU in float64 (cheap, and eig support on every backend).
     ``stop`` (optional) is polled after each cycle; returning True ends the restarts early
     (used to enforce a matvec budget when the operator itself is expensive).
+    ``converged_share`` < 1 stops restarting once that share of samples is at ``tol``: every
+    cycle costs the whole batch, so a few slow samples need not hold up the rest (their
+    residual still reports it).
     """
     shape = v0.shape
     B = shape[0]
@@ -302,7 +309,7 @@ def top_ritz(
         zr = (z.real + z.imag).to(device=v.device, dtype=v.dtype)
         v = torch.bmm(V[:, :k].transpose(1, 2), zr.unsqueeze(-1)).squeeze(-1)
         v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-        if bool((res <= tol).all()) or (stop is not None and stop()):
+        if (res <= tol).double().mean().item() >= converged_share or (stop is not None and stop()):
             break
     theta = torch.complex(theta.real, theta.imag.abs())
     if symmetric:

@@ -163,7 +163,7 @@ def spectral_radius(
     e: Tensor | None = None,
     *,
     krylov_dim: int = 20,
-    restarts: int = 1,
+    restarts: int = 0,
     tol: float = 1e-4,
     converged_share: float = 0.9,
     seed: int = 0,
@@ -171,11 +171,13 @@ def spectral_radius(
 ) -> SpectralRadius:
     """rho(J) per sample via restarted Arnoldi on JVPs (handles complex dominant pairs).
 
-    The default budget keeps one estimate for a batch near the cost of the forward it diagnoses:
-    a Krylov cycle of 20 JVPs, and one restart only while more than 10 % of the samples are
-    above `tol`.  On a trained prefix-sums model one cycle matched a 390-product reference to
-    2e-6 (median) / 1e-3 (90th percentile).  Samples with nearly tied dominant eigenvalues need
-    more: their `residual` says so; raise `restarts` / `converged_share` for them."""
+    The default is one Krylov cycle of 20 JVPs, which keeps one estimate for a batch near the
+    cost of the forward it diagnoses (about 2x a T=40 forward on a trained prefix-sums model,
+    benchmarks/diagnostics_cost.py), and matched a 390-product reference there to 2e-6
+    (median) / 1e-3 (90th percentile).  Samples with nearly tied dominant eigenvalues need more:
+    their `residual` says so; `restarts` > 0 adds cycles while fewer than `converged_share` of
+    the samples are at `tol` (every cycle costs the whole batch).  `geometry` (used by
+    `loopkit analyze` on small batches) allows one restart."""
     lin = _as_lin(f, h, e, mode)
     r = top_ritz(lin.jvp, random_unit(lin.h, seed), krylov_dim=krylov_dim, restarts=restarts, tol=tol,
                  converged_share=converged_share)

@@ -52,7 +52,10 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from .compare import compare
 
-    print(compare(args.run_dirs, out_name=args.out))
+    runs = [r for r in args.run_dirs if Path(r).is_dir()]  # a glob like results/sudoku/* also matches files
+    if not runs:
+        raise config.ConfigError(f"none of {' '.join(args.run_dirs)} is a run directory")
+    print(compare(runs, out_name=args.out, metric=args.metric))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -102,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="one exact-match table (at T, 2T, 4T per eval set) across evaluated runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="eval", help="which evaluation folder of each run to read")
+    p.add_argument("--metric", default="exact", help="exact (default), token, or a task's own (valid, legal_exact, ...)")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")

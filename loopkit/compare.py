@@ -2,7 +2,7 @@
 
 Each run's `eval` results (written by `loopkit eval`) become rows labelled by the switches that
 tell the runs apart (recall, norm, ...), one column group per eval set, at the training T, 2x and
-4x it. Reads JSON only, so it is instant and never touches weights.
+4x it, for any metric the task scores (exact, token, valid for sudoku, illegal / legal_exact for chess). Reads JSON only, so it is instant and never touches weights.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 
 from .config import ConfigError
 
-COLUMNS = (("exact_at_train_T", "T"), ("exact_at_2x_T", "2T"), ("exact_at_4x_T", "4T"))
-
+MULTIPLES = ((1, "T"), (2, "2T"), (4, "4T"))  # of the training T
 
 def load_results(run_dir: str | Path, out_name: str = "eval") -> dict[str, Any]:
     path = Path(run_dir) / out_name / "results.json"
@@ -43,22 +42,32 @@ def _switches(run_dir: Path) -> dict[str, Any]:
     return flat
 
 
-def compare(run_dirs: list[str | Path], out_name: str = "eval", metric_cols=COLUMNS) -> str:
-    """A markdown table: rows are runs, columns are (eval set, T multiple) exact match in %."""
+def _at(res: dict[str, Any], name: str, metric: str, k: int) -> float | None:
+    """metric on eval set `name` at k x the training T, or None when not evaluated that far."""
+    curve = res.get("curves", {}).get(name, {}).get(metric)
+    t = k * res["train_iters"]
+    return curve[t - 1] if curve is not None and t <= len(curve) else None
+
+
+def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "exact") -> str:
+    """A markdown table: rows are runs, columns are (eval set, T multiple), `metric` in %."""
     runs = [Path(r) for r in run_dirs]
     results = [load_results(r, out_name) for r in runs]
     models = [_switches(r) for r in runs]
     keys = sorted({k for m in models for k in m})
     differing = [k for k in keys if len({json.dumps(m.get(k)) for m in models}) > 1]
-    sets = list(dict.fromkeys(name for res in results for name in res["summary"]))
-    cols = [(s, key, head) for s in sets for key, head in metric_cols
-            if any(key in res["summary"].get(s, {}) for res in results)]
+    sets = list(dict.fromkeys(name for res in results for name in res.get("curves", {})))
+    cols = [(s, k, head) for s in sets for k, head in MULTIPLES
+            if any(_at(res, s, metric, k) is not None for res in results)]
+    if not cols:
+        raise ConfigError(f"no run has metric {metric!r}; the eval results hold "
+                          f"{sorted({m for res in results for c in res.get('curves', {}).values() for m in c})}")
     header = "| run | " + " | ".join(f"{s} @{head}" for s, _, head in cols) + " |"
-    lines = [header, "|" + " --- |" * (len(cols) + 1)]
+    lines = [f"{metric} (%)", header, "|" + " --- |" * (len(cols) + 1)]
     for run, res, model in zip(runs, results, models):
         cells = []
-        for s, key, _ in cols:
-            value = res["summary"].get(s, {}).get(key)
+        for s, k, _ in cols:
+            value = _at(res, s, metric, k)
             cells.append("–" if value is None else f"{100 * value:.1f}")
         lines.append(f"| {run_label(run, model, differing)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

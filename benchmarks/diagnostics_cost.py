@@ -61,8 +61,8 @@ def main() -> None:
     # samples and report it apart, so the figures below are what every further estimate costs.
     t_warm, _ = timed(lambda: fixedpoint.spectral_radius(f, h[:2], e[:2]))
     print(f"  one-off warm-up (first traced linearization, 2 samples): {t_warm * 1000:.0f} ms", flush=True)
-    # Current defaults (traced JVPs, 2 Krylov cycles) and, with --baseline, the earlier defaults
-    # (a fresh torch.func.jvp per product, 11 cycles) measured in the same process.
+    # Current defaults (traced JVPs, one Krylov cycle for rho) and, with --baseline, the earlier
+    # defaults (a fresh torch.func.jvp per product, up to 11 cycles) measured in the same process.
     before = {"mode": "forward", "restarts": 10}
     settings = [("now", {}, {})] + ([("before", {**before, "tol": 1e-6, "converged_share": 1.0}, before)]
                                      if args.baseline else [])

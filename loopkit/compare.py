@@ -2,7 +2,8 @@
 
 Each run's `eval` results (written by `loopkit eval`) become rows labelled by the switches that
 tell the runs apart (recall, norm, ...), one column group per eval set, at the training T, 2x and
-4x it, for any metric the task scores (exact, token, valid for sudoku, illegal / legal_exact for chess). Reads JSON only, so it is instant and never touches weights.
+4x it, for any metric the task scores (exact, token; valid for sudoku; illegal, legal_exact for
+chess). Reads JSON only, so it is instant and never touches weights.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from .config import ConfigError
 
 MULTIPLES = ((1, "T"), (2, "2T"), (4, "4T"))  # of the training T
+IGNORED = {"train.threads", "train.device", "train.log_every", "train.eval_every", "train.ckpt_every"}
+
 
 def load_results(run_dir: str | Path, out_name: str = "eval") -> dict[str, Any]:
     path = Path(run_dir) / out_name / "results.json"
@@ -22,13 +25,10 @@ def load_results(run_dir: str | Path, out_name: str = "eval") -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def run_label(run_dir: Path, model_cfg: dict[str, Any], differing: list[str]) -> str:
+def run_label(run_dir: Path, switches: dict[str, Any], differing: list[str]) -> str:
     if not differing:
         return run_dir.name
-    return " ".join(f"{k}={model_cfg.get(k)}" for k in differing)
-
-
-IGNORED = {"train.threads", "train.device", "train.log_every", "train.eval_every", "train.ckpt_every"}
+    return " ".join(f"{k}={switches.get(k)}" for k in differing)
 
 
 def _switches(run_dir: Path) -> dict[str, Any]:
@@ -53,9 +53,9 @@ def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "e
     """A markdown table: rows are runs, columns are (eval set, T multiple), `metric` in %."""
     runs = [Path(r) for r in run_dirs]
     results = [load_results(r, out_name) for r in runs]
-    models = [_switches(r) for r in runs]
-    keys = sorted({k for m in models for k in m})
-    differing = [k for k in keys if len({json.dumps(m.get(k)) for m in models}) > 1]
+    switches = [_switches(r) for r in runs]
+    keys = sorted({k for m in switches for k in m})
+    differing = [k for k in keys if len({json.dumps(m.get(k)) for m in switches}) > 1]
     sets = list(dict.fromkeys(name for res in results for name in res.get("curves", {})))
     cols = [(s, k, head) for s in sets for k, head in MULTIPLES
             if any(_at(res, s, metric, k) is not None for res in results)]
@@ -64,10 +64,10 @@ def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "e
                           f"{sorted({m for res in results for c in res.get('curves', {}).values() for m in c})}")
     header = "| run | " + " | ".join(f"{s} @{head}" for s, _, head in cols) + " |"
     lines = [f"{metric} (%)", header, "|" + " --- |" * (len(cols) + 1)]
-    for run, res, model in zip(runs, results, models):
+    for run, res, sw in zip(runs, results, switches):
         cells = []
         for s, k, _ in cols:
             value = _at(res, s, metric, k)
             cells.append("–" if value is None else f"{100 * value:.1f}")
-        lines.append(f"| {run_label(run, model, differing)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run_label(run, sw, differing)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

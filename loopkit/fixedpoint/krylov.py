@@ -307,7 +307,7 @@ def top_ritz(
         piv = z[rows, z.abs().argmax(dim=1)]
         z = z * (piv.conj() / piv.abs().clamp_min(1e-300)).unsqueeze(-1)
         zr = (z.real + z.imag).to(device=v.device, dtype=v.dtype)
-        v = torch.bmm(V[:, :k].transpose(1, 2), zr.unsqueeze(-1)).squeeze(-1)
+        v = torch.bmm(zr.unsqueeze(1), V[:, :k]).squeeze(1)  # z^T V, V untransposed (see _orthogonalize)
         v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
         if (res <= tol).double().mean().item() >= converged_share or (stop is not None and stop()):
             break

@@ -333,3 +333,26 @@ def test_shared_real_file_loads():
     for i in hardest:
         res = solve(data.puzzles[i])
         assert res.unique and is_valid_solution(res.solutions[0], data.puzzles[i])
+
+
+def test_load_named_column_csv(tmp_path):
+    """Kaggle / Hugging Face dumps: a header names the columns; extra columns are ignored."""
+    dotted = PUZ.replace("0", ".")
+    kaggle = tmp_path / "kaggle.csv"
+    kaggle.write_text(f"id,puzzle,solution,clues,difficulty\n7,{dotted},{SOL},30,2.2\n8,{PUZ},{SOL},30,0.5\n")
+    loaded = load_puzzles(kaggle)
+    assert loaded.ids == ["7", "8"] and loaded.ratings.tolist() == [2.2, 0.5]
+    assert (loaded.puzzles == grid(PUZ)).all() and (loaded.solutions == grid(SOL)).all()
+    hf = tmp_path / "hf.csv"
+    hf.write_text(f"source,question,answer,rating\nbook,{dotted},{SOL},12\n")
+    assert load_puzzles(hf).ratings.tolist() == [12.0] and load_puzzles(hf).ids is None
+    swapped = tmp_path / "swapped.csv"  # column order comes from the header, not position
+    swapped.write_text(f"solutions,quizzes\n{SOL},{PUZ}\n")
+    assert (load_puzzles(swapped).puzzles == grid(PUZ)).all()
+
+    for text, words in [("id,clues\n1,30\n", "names no puzzle column"),
+                        (f"puzzle,solution\n{PUZ},{SOL}\n{PUZ}\n", "kaggle.csv:3: 1 columns"),
+                        (f"puzzle,rating\n{PUZ},x1\n", "kaggle.csv:2: unrecognised token 'x1'")]:
+        kaggle.write_text(text)
+        with pytest.raises(SudokuFormatError, match=words):
+            load_puzzles(kaggle)

@@ -14,6 +14,12 @@ Every line is checked before anything is returned, and the first bad one raises
 character, givens that contradict each other, a solution that is invalid or disagrees with the
 givens, and (``check_solvable=True``) a puzzle with no solution. An optional field (id, rating,
 solution) present on one line must be present on all, so arrays never hold silent fillers.
+
+A CSV with a header line (the form of the public Kaggle and Hugging Face dumps, e.g.
+``id,puzzle,solution,clues,difficulty`` or ``quizzes,solutions``) is read by column name instead:
+the header says which column is the puzzle (``puzzle``/``quizzes``/``question``), the solution
+(``solution``/``solutions``/``answer``), the rating (``rating``/``difficulty``) and the id
+(``id``/``puzzleid``); other columns are ignored. Each row then goes through the same checks.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ import numpy as np
 from .solver import first_conflict, solve_cells
 
 _SEP = re.compile(r"[\s,]+")
+_COLUMNS = {  # header name -> role, for CSVs that name their columns
+    "id": "id", "puzzleid": "id", "puzzle": "puzzle", "quizzes": "puzzle", "question": "puzzle",
+    "solution": "solution", "solutions": "solution", "answer": "solution",
+    "rating": "rating", "difficulty": "rating",
+}
 _PUZZLE_CHARS = b"0123456789."
 
 
@@ -112,6 +123,34 @@ def _parse_line(line: str, check_solvable: bool):
     return ident, puzzle, rating, solution
 
 
+def _is_header(line: str) -> bool:
+    """A first line of column names: no token could be a puzzle, a rating or a solution."""
+    tokens = [t for t in line.split(",") if t.strip()]
+    return len(tokens) > 1 and all(t.strip().replace("_", "").isalpha() for t in tokens)
+
+
+def _header_columns(line: str) -> dict[str, int]:
+    names = [t.strip().lower().replace("_", "") for t in line.split(",")]
+    columns = {}
+    for k, name in enumerate(names):
+        role = _COLUMNS.get(name)
+        if role in columns:
+            raise ValueError(f"header names two {role} columns ({names[columns[role]]!r} and {name!r})")
+        if role:
+            columns[role] = k
+    if "puzzle" not in columns:
+        raise ValueError(f"header {line!r} names no puzzle column (one of puzzle, quizzes, question)")
+    return columns
+
+
+def _reorder(line: str, columns: dict[str, int]) -> str:
+    """A named-column CSV row as a plain line: id, puzzle, solution, rating."""
+    cells = [c.strip() for c in line.split(",")]
+    if len(cells) <= max(columns.values()):
+        raise ValueError(f"{len(cells)} columns, the header has at least {max(columns.values()) + 1}")
+    return " ".join(cells[columns[r]] for r in ("id", "puzzle", "solution", "rating") if r in columns)
+
+
 def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
     """Load a puzzle file (format in the module docstring); raises SudokuFormatError.
 
@@ -122,12 +161,18 @@ def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
     path = Path(path)
     rows = []
     fields = None  # which optional fields the first puzzle line has
+    columns = None  # role -> column index, when the file starts with a header line
     with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: drop a leading BOM
         for lineno, line in enumerate(f, 1):
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
             try:
+                if fields is None and columns is None and _is_header(text):
+                    columns = _header_columns(text)
+                    continue
+                if columns is not None:
+                    text = _reorder(text, columns)
                 row = _parse_line(text, check_solvable)
                 has = (row[0] is not None, row[2] is not None, row[3] is not None)
                 if fields is None:

@@ -1,4 +1,4 @@
-"""`loopkit train | eval | analyze | compare | demo`: thin wrappers over the library; errors become one clear line."""
+"""`loopkit train | eval | analyze | compare | demo | data`: thin wrappers over the library; errors become one clear line."""
 
 from __future__ import annotations
 
@@ -58,6 +58,23 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare(runs, out_name=args.out, metric=args.metric))
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    """Make a config's datasets now (for chess: run the engine and fill the puzzle cache), so that
+    training can start at once later, on this machine or on another that gets the cache folder."""
+    import time
+
+    from .tasks import build_task
+
+    cfg = config.load(args.config, args.overrides)
+    task = build_task(cfg.task)
+    started = time.perf_counter()
+    if hasattr(task, "train_data"):
+        print(f"train: {len(task.train_data())} examples")
+    for s in task.make_eval_sets():
+        print(f"eval {s.name}: {len(s.x)} examples")
+    print(f"ready in {time.perf_counter() - started:.0f} s")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -107,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval", help="which evaluation folder of each run to read")
     p.add_argument("--metric", default="exact", help="exact (default), token, or a task's own (valid, legal_exact, ...)")
     p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("data", help="make and cache a config's training and eval data now (chess puzzles)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. task.train_size=20000 task.workers=2")
+    p.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")

@@ -246,13 +246,36 @@ def test_board_positions_need_64_squares():
 
 
 # -- the task in training and evaluation ----------------------------------------------------------
+def _tiny_task(cache) -> list[str]:
+    """Overrides for a chess task on the TINY pipeline settings, cached in ``cache``."""
+    return ["task.name=chess", f"task.cache_dir={cache}", "task.workers=1", "task.max_depth=4", "task.play_nodes=300",
+            "task.max_ply=40", "task.games_per_shard=1", "task.train_grades=1-4", "task.train_size=12",
+            "task.eval_levels=[1-4]", "task.eval_seed=0", "task.eval_samples=6"]
+
+
+@needs_engine
+def test_data_command_fills_the_cache_for_engine_free_training(made, tmp_path, capsys):
+    """`loopkit data` makes the puzzles once; afterwards no engine is needed for what is cached,
+    and asking for more without one is a clear error."""
+    from loopkit.cli import main
+
+    cache, _ = made
+    cfg = tmp_path / "chess.yaml"
+    cfg.write_text("task:\n  name: chess\n")
+    assert main(["data", str(cfg), *_tiny_task(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "train: 12 examples" in out and "eval grade1-4: 6 examples" in out
+    no_engine = f"task.engine={tmp_path / 'no-stockfish'}"
+    assert main(["data", str(cfg), *_tiny_task(cache), no_engine]) == 0
+    assert main(["data", str(cfg), *_tiny_task(cache), no_engine, "task.train_size=500"]) == 2
+    assert "no-stockfish" in capsys.readouterr().err
+
+
 @needs_engine
 def test_training_and_evaluation_run_on_chess(made, tmp_path):
     cache, _ = made
     overrides = [
-        "task.name=chess", f"task.cache_dir={cache}", "task.workers=1", "task.max_depth=4", "task.play_nodes=300",
-        "task.max_ply=40", "task.games_per_shard=1", "task.train_grades=1-4", "task.train_size=12",
-        "task.eval_levels=[1-4]", "task.eval_seed=0", "task.eval_samples=6", "task.augment=true",
+        *_tiny_task(cache), "task.augment=true",
         "model.width=32", "model.heads=2", "model.position=board", "model.recall=internal",
         "train.iters=3", "train.batch_size=8", "train.steps=30", "train.warmup_steps=2", "train.threads=1",
         "train.log_every=10", "train.eval_every=30", "train.ckpt_every=30", "eval.iters=6",

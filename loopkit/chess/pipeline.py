@@ -319,6 +319,8 @@ def generate(
                 fut = None
                 if not cache.has(next_index):
                     if not engine_checked:
+                        if pending:  # only look-ahead so far: the cache may still be enough without an engine
+                            break
                         cache.check_engine(engine_name(engine))
                         engine_checked = True
                     if workers > 1:

@@ -86,6 +86,42 @@ def test_pipeline_is_reproducible_and_resumes_from_its_cache(made, tmp_path, mon
     assert np.array_equal(cached.move, first.move)
 
 
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "chess" / "puzzle_cache"
+
+
+@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed puzzle cache next to the tests")
+def test_committed_dataset_is_legal_and_the_engine_agrees():
+    """The puzzles the results were trained and evaluated on: every move legal; a sample re-asked
+    of the engine gives the same move and grade (a cleared hash and one thread make it exact)."""
+    import json
+
+    folders = sorted(COMMITTED.glob("chess-*-seed*"))
+    assert folders
+    rng = np.random.default_rng(0)
+    engine = open_engine() if _have_engine() else None
+    try:
+        for folder in folders:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            settings = pipeline.PipelineSettings(**{**manifest["settings"],
+                                                    "opening_plies": tuple(manifest["settings"]["opening_plies"])})
+            assert folder.name == f"chess-{settings.key()}-seed{manifest['seed']}"
+            shards = [pipeline._load(f) for f in sorted(folder.glob("shard-*.npz"))]
+            puzzles = pipeline.PuzzleSet.concat(shards)
+            assert len(puzzles) > 100
+            for fen, uci in zip(puzzles.fen, puzzles.move):
+                board = chess.Board(str(fen))
+                assert board.is_valid() and board.is_legal(chess.Move.from_uci(str(uci))), (fen, uci)
+            assert ((puzzles.grade >= 1) & (puzzles.grade <= settings.max_depth)).all()
+            if engine is None or pipeline.engine_name() != manifest["engine"]:
+                continue  # another engine version may label differently: legality is what can be checked
+            for i in rng.choice(len(puzzles), 8, replace=False):
+                again = pipeline.analyse(engine, chess.Board(str(puzzles.fen[i])), settings)
+                assert (again.move.uci(), pipeline.grade(again, settings)) == (puzzles.move[i], puzzles.grade[i])
+    finally:
+        if engine is not None:
+            engine.quit()
+
+
 def test_missing_engine_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(EngineNotFound, match="apt-get install -y stockfish"):
         find_engine(tmp_path / "no-such-stockfish")

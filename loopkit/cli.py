@@ -70,7 +70,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if hasattr(task, "train_data"):
         print(f"train: {len(task.train_data())} examples")
-    for s in task.make_eval_sets():
+    for s in task.eval_sets():
         print(f"eval {s.name}: {len(s.x)} examples")
     print(f"ready in {time.perf_counter() - started:.0f} s")
 

@@ -172,7 +172,7 @@ def spectral_radius(
     """rho(J) per sample via restarted Arnoldi on JVPs (handles complex dominant pairs).
 
     The default is one Krylov cycle of 20 JVPs, which keeps one estimate for a batch near the
-    cost of the forward it diagnoses (about 2x a T=40 forward on a trained prefix-sums model,
+    cost of the forward it diagnoses (2.9x a T=40 forward on a trained prefix-sums model,
     benchmarks/diagnostics_cost.py), and matched a 390-product reference there to 2e-6
     (median) / 1e-3 (90th percentile).  Samples with nearly tied dominant eigenvalues need more:
     their `residual` says so; `restarts` > 0 adds cycles while fewer than `converged_share` of

@@ -123,14 +123,12 @@ def _parse_line(line: str, check_solvable: bool):
     return ident, puzzle, rating, solution
 
 
-def _is_header(line: str) -> bool:
-    """A first line of column names: no token could be a puzzle, a rating or a solution."""
-    tokens = [t for t in line.split(",") if t.strip()]
-    return len(tokens) > 1 and all(t.strip().replace("_", "").isalpha() for t in tokens)
-
-
-def _header_columns(line: str) -> dict[str, int]:
+def _header_columns(line: str) -> dict[str, int] | None:
+    """role -> column index when ``line`` is a header (every cell a name, none a puzzle, rating
+    or solution), else None."""
     names = [t.strip().lower().replace("_", "") for t in line.split(",")]
+    if len([n for n in names if n]) < 2 or not all(n.isalpha() for n in names if n):
+        return None
     columns = {}
     for k, name in enumerate(names):
         role = _COLUMNS.get(name)
@@ -146,8 +144,9 @@ def _header_columns(line: str) -> dict[str, int]:
 def _reorder(line: str, columns: dict[str, int]) -> str:
     """A named-column CSV row as a plain line: id, puzzle, solution, rating."""
     cells = [c.strip() for c in line.split(",")]
-    if len(cells) <= max(columns.values()):
-        raise ValueError(f"{len(cells)} columns, the header has at least {max(columns.values()) + 1}")
+    needed = max(columns.values()) + 1
+    if len(cells) < needed:
+        raise ValueError(f"{len(cells)} columns, the header has at least {needed}")
     return " ".join(cells[columns[r]] for r in ("id", "puzzle", "solution", "rating") if r in columns)
 
 
@@ -168,9 +167,10 @@ def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
             if not text or text.startswith("#"):
                 continue
             try:
-                if fields is None and columns is None and _is_header(text):
+                if fields is None and columns is None:
                     columns = _header_columns(text)
-                    continue
+                    if columns is not None:
+                        continue
                 if columns is not None:
                     text = _reorder(text, columns)
                 row = _parse_line(text, check_solvable)

@@ -66,7 +66,11 @@ class TrainConfig:
     implicit_tol: float = 1e-4  # relative residual of the adjoint solve
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: bf16 autocast where the hardware multiplies bf16 natively (AVX-512 BF16 / AMX CPUs,
+    # Ampere+ GPUs), fp32 elsewhere; the run's config.yaml records what was picked
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # torch.compile of the looped block: off, or a torch.compile mode (reduce-overhead = CUDA graphs)
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     log_every: int = 50
     eval_every: int = 500  # quick validation on the task's first two eval sets; 0: never
     ckpt_every: int = 500

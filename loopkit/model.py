@@ -91,8 +91,22 @@ class Attention(nn.Module):
         if pattern.window:
             y = local_attention(q, k, v, pattern)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=pattern.bias)
+            y = attention(q, k, v, pattern.bias)
         return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    """softmax(q kᵀ / √d + bias) v on the fastest kernel for this device and dtype.
+
+    SDPA's fused kernels everywhere except bf16/fp16 on a CPU: there the fused (flash) CPU kernel's
+    backward is 2-5x slower than two batched matmuls with the softmax in fp32 (measured at
+    32 x 4 heads x 81 x 32: 20.4 ms vs 3.9 ms forward + backward, 2 threads; benchmarks/README.md).
+    """
+    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # scaling q is cheaper than scaling L x L scores
+    scores = scores.float() if bias is None else scores + bias  # bias is fp32: the sum is too, in one pass
+    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
 
 
 def local_attention(q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern) -> Tensor:
@@ -109,7 +123,7 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern) 
     # SDPA's fused CPU kernel takes 4-D inputs only, so (heads, chunks) are merged into one dim:
     # 5-D inputs fall back to the unfused path, about 2x slower forward + backward.
     mask = pattern.bias.expand(h, -1, -1, -1).flatten(0, 1).unsqueeze(0)
-    y = F.scaled_dot_product_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=mask)
+    y = attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), mask)
     return y.reshape(b, h, n * c, dh)[:, :, :length]
 
 

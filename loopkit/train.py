@@ -9,14 +9,17 @@ initial state uses) to continue bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import random
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +27,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import checkpoint, fixedpoint
+import yaml
+
+from . import checkpoint, fixedpoint, precision
 from .config import Config, ConfigError, TrainConfig, dump
 from .model import LoopedTransformer
 from .tasks import Task, build_task
@@ -60,6 +65,27 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Runtime(device, dist.get_rank(), world)
+
+
+def pick_precision(cfg: TrainConfig, device: torch.device, run_dir: Path, resume: bool) -> tuple[str, str]:
+    """fp32 or bf16 for this run, and why. A resumed run keeps the precision it was started with
+    (its config.yaml records the choice), so `auto` cannot switch formats halfway through a run."""
+    config_file = run_dir / "config.yaml"
+    if cfg.precision == "auto" and resume and config_file.exists():
+        stored = (yaml.safe_load(config_file.read_text()) or {}).get("train", {}).get("precision", "fp32")
+        if stored in ("fp32", "bf16"):
+            return stored, f"recorded in {config_file}"
+    return precision.resolve(cfg.precision, device)
+
+
+def ddp_needs_unused_parameters(cfg: Config) -> bool:
+    """Whether a step can leave a parameter without gradient. Only without recall: e (and every
+    position embedding) then enters through h_0 alone, and any iterations run under no_grad before
+    the graph starts (the progressive loss's n, truncated backprop) or an implicit backward cut that
+    path. DDP's search for unused parameters costs a graph traversal per step, so it is switched on
+    only then."""
+    t = cfg.train
+    return cfg.model.recall == "none" and (t.alpha > 0 or t.bptt > 0 or t.implicit)
 
 
 def build_model(cfg: Config, task: Task) -> LoopedTransformer:
@@ -130,6 +156,29 @@ class LoopObjective(nn.Module):
             out = self.model(x, plan.n + plan.k, grad_iters=plan.k)
             loss = loss + self.cfg.alpha * self.task.loss(out.logits, y)
         return loss
+
+
+def batches(task: Task, cfg: TrainConfig, rank: int, batch_size: int, start: int, end: int,
+            ahead: bool = False) -> Iterator[tuple[StepPlan, Tensor, Tensor]]:
+    """(plan, x, y) for steps start .. end-1. Each is a pure function of (seed, step, rank), so with
+    `ahead` the next one is made in a background thread, into page-locked memory, while the
+    current step runs on the GPU, and the result is the same as without."""
+
+    def make(step: int) -> tuple[StepPlan, Tensor, Tensor]:
+        g = step_generator(cfg.seed, step, rank)
+        plan = plan_step(cfg, g)
+        x, y = task.train_batch(batch_size, g)
+        return (plan, x.pin_memory(), y.pin_memory()) if ahead else (plan, x, y)
+
+    if not ahead:
+        yield from (make(step) for step in range(start, end))
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(make, start) if start < end else None
+        for step in range(start, end):
+            current = upcoming.result()
+            upcoming = pool.submit(make, step + 1) if step + 1 < end else None
+            yield current
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -206,12 +255,20 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     tc = cfg.train
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
+    chosen, why = pick_precision(tc, rt.device, run_dir, resume)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(tc, precision=chosen))
+    tc = cfg.train
+    if rt.main and progress:
+        print(f"loopkit: training in {chosen} on {rt.device} ({why})", file=sys.stderr)
     start = prepare_run_dir(run_dir, cfg, resume) if rt.main else None
     if rt.world > 1:
         box = [start]
         dist.broadcast_object_list(box, src=0)
         start = box[0]
     model = build_model(cfg, task).to(rt.device)
+    if tc.compile != "off":
+        for block in model.blocks:  # in place: parameter names, hence checkpoints, stay as they are
+            block.compile(mode=tc.compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     step, window_loss, window_steps = 0, 0.0, 0
     if start is not None:
@@ -223,35 +280,32 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     objective: nn.Module = LoopObjective(model, task, tc)
     if rt.world > 1:
         objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True
-        )
+            objective, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+            find_unused_parameters=ddp_needs_unused_parameters(cfg))
     log = MetricsLog(run_dir, start) if rt.main else None
     local_batch = tc.batch_size // rt.world
-    autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+    pin = rt.device.type == "cuda"  # batches made one step ahead, page-locked: the GPU never waits for data
     bar = tqdm(total=tc.steps, initial=step, disable=not (progress and rt.main), desc="train", dynamic_ncols=True)
     last: dict[str, Any] = {}
     t0 = time.perf_counter()
     model.train()
     end = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
-    while step < end:
-        g = step_generator(tc.seed, step, rt.rank)
-        plan = plan_step(tc, g)
-        x, y = task.train_batch(local_batch, g)
+    for plan, x, y in batches(task, tc, rt.rank, local_batch, step, end, ahead=pin):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(tc, step)
-        with autocast:
-            loss = objective(x.to(rt.device), y.to(rt.device), plan)
+        with precision.autocast(rt.device, tc.precision):
+            loss = objective(x.to(rt.device, non_blocking=pin), y.to(rt.device, non_blocking=pin), plan)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
         step += 1
-        window_loss += loss.item()
+        window_loss = window_loss + loss.detach().double()  # stays on the device: no sync per step
         window_steps += 1
         bar.update(1)
         if rt.main and (step % tc.log_every == 0 or step == tc.steps):
             elapsed = time.perf_counter() - t0
-            last = {"step": step, "loss": window_loss / window_steps, "lr": lr_at(tc, step - 1),
+            last = {"step": step, "loss": float(window_loss) / window_steps, "lr": lr_at(tc, step - 1),
                     "grad_norm": float(grad_norm), "sec_per_step": elapsed / window_steps}
             if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
                 last.update(quick_eval(model, task, tc.iters, rt.device))
@@ -259,7 +313,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
             bar.set_postfix(loss=f"{last['loss']:.4f}")
             window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
         if rt.main and (step % tc.ckpt_every == 0 or step == tc.steps):
-            checkpoint.save(run_dir, step, model, optimizer, cfg, {"metrics": last, "window_loss": window_loss, "window_steps": window_steps}, keep=tc.keep_checkpoints)
+            checkpoint.save(run_dir, step, model, optimizer, cfg, {"metrics": last, "window_loss": float(window_loss), "window_steps": window_steps}, keep=tc.keep_checkpoints)
     bar.close()
     if log is not None:
         log.close()

@@ -99,8 +99,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     """softmax(q kᵀ / √d + bias) v on the fastest kernel for this device and dtype.
 
     SDPA's fused kernels everywhere except bf16/fp16 on a CPU: there the fused (flash) CPU kernel's
-    backward is 2-5x slower than two batched matmuls with the softmax in fp32 (measured at
-    32 x 4 heads x 81 x 32: 20.4 ms vs 3.9 ms forward + backward, 2 threads; benchmarks/README.md).
+    backward is several times slower than two batched matmuls with the softmax in fp32, and slower
+    than fp32 itself (benchmarks/README.md, "Attention kernels").
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
@@ -121,7 +121,7 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern) 
     else:
         k, v = (F.pad(t, (0, 0, w, w + pad)).unfold(2, c + 2 * w, c).transpose(-1, -2) for t in (k, v))
     # SDPA's fused CPU kernel takes 4-D inputs only, so (heads, chunks) are merged into one dim:
-    # 5-D inputs fall back to the unfused path, about 2x slower forward + backward.
+    # 5-D inputs fall back to the unfused path, which is slower (benchmarks/README.md).
     mask = pattern.bias.expand(h, -1, -1, -1).flatten(0, 1).unsqueeze(0)
     y = attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), mask)
     return y.reshape(b, h, n * c, dh)[:, :, :length]

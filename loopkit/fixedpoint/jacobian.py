@@ -44,8 +44,9 @@ class Linearization:
 
     mode:
       "linearize": J v via ``torch.func.linearize``: f is traced once at (h, e) and each product
-                 then runs only the tangent computation -- about 3x cheaper per product than
-                 "forward" on a transformer step, after a one-off tracing cost;
+                 then runs only the tangent computation -- several times cheaper per product than
+                 "forward" on a transformer step, after a one-off tracing cost
+                 (benchmarks/README.md, "Diagnostics cost");
       "forward": J v via ``torch.func.jvp`` (re-runs f each call, no stored graph);
       "reverse": both products from one stored autograd graph, J v by the double-backward
                  trick d/du <J^T u, v> (for ops lacking forward-mode AD rules, e.g. some fused
@@ -172,9 +173,8 @@ def spectral_radius(
     """rho(J) per sample via restarted Arnoldi on JVPs (handles complex dominant pairs).
 
     The default is one Krylov cycle of 20 JVPs, which keeps one estimate for a batch near the
-    cost of the forward it diagnoses (2.9x a T=40 forward on a trained prefix-sums model,
-    benchmarks/diagnostics_cost.py), and matched a 390-product reference there to 2e-6
-    (median) / 1e-3 (90th percentile).  Samples with nearly tied dominant eigenvalues need more:
+    cost of the forward it diagnoses, and matched a 390-product reference closely on a trained
+    prefix-sums model (figures: benchmarks/README.md, "Diagnostics cost").  Samples with nearly tied dominant eigenvalues need more:
     their `residual` says so; `restarts` > 0 adds cycles while fewer than `converged_share` of
     the samples are at `tol` (every cycle costs the whole batch).  `geometry` (used by
     `loopkit analyze` on small batches) allows one restart."""

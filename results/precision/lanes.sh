@@ -25,3 +25,4 @@ if [ "$1" = A ]; then
 else
     prefix bf16 0; prefix fp32 1; prefix bf16 2; sudoku bf16 0; sudoku fp32 1; sudoku bf16 2
 fi
+# (order within a lane is free: each run is skipped once its eval/results.json exists)

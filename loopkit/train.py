@@ -55,7 +55,12 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(cfg.device)
+        try:
+            device = torch.device(cfg.device)
+        except RuntimeError:
+            raise ConfigError(f"train.device={cfg.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={cfg.device}: no CUDA GPU is available here; use train.device=cpu or auto")
     if world == 1:
         return Runtime(device)
     local = int(os.environ.get("LOCAL_RANK", "0"))

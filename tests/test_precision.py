@@ -98,3 +98,12 @@ def test_ddp_searches_for_unused_parameters_only_when_a_step_can_leave_one():
     assert ddp_needs_unused_parameters(config.load(None, ["model.recall=none", "train.alpha=0", "train.bptt=4"]))
     assert not ddp_needs_unused_parameters(config.load(None, ["model.recall=none", "train.alpha=0"]))
     assert not ddp_needs_unused_parameters(config.load(None, ["model.recall=standard"]))
+
+
+def test_a_device_that_is_not_there_is_refused_before_the_run_folder_exists(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    cfg = config.load(None, TINY + ["train.steps=2", "train.device=cuda"])
+    with pytest.raises(ConfigError, match="no CUDA GPU is available"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -23,19 +23,28 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    # --halt, --stable-k and --prob-tol are shorthands for eval.halt=..., so the config checks them
+    shorthands = [f"eval.{key}={value}" for key, value in
+                  (("halt", args.halt), ("stable_k", args.stable_k), ("prob_tol", args.prob_tol)) if value is not None]
     if args.until_converged:
         from .early_exit import evaluate_until_converged, format_until_converged
 
         result = evaluate_until_converged(args.run_dir, tol=args.tol, max_iters=args.max_iters or args.iters,
-                                          device=args.device, batch_size=args.batch_size, overrides=args.overrides)
+                                          device=args.device, batch_size=args.batch_size,
+                                          overrides=[*args.overrides, *shorthands], out_name=args.out)
         print(format_until_converged(result))
-        print(f"wrote {Path(args.run_dir) / 'eval' / 'until_converged.json'}")
+        print(f"wrote {Path(args.run_dir) / args.out / 'until_converged.json'}")
         return
+    if shorthands:
+        raise config.ConfigError("--halt, --stable-k and --prob-tol choose the rule of --until-converged; "
+                                 "without it, eval replays every rule on one pass (results.json: early_exit)")
+    from .early_exit import format_compute
     from .evaluate import evaluate_run, format_table
 
     result = evaluate_run(args.run_dir, max_iters=args.iters, device=args.device, batch_size=args.batch_size,
                           overrides=args.overrides, out_name=args.out)
     print(format_table(result["summary"]))
+    print(format_compute(result["early_exit"]))
     print(f"wrote {Path(args.run_dir) / args.out / 'results.json'}, accuracy_vs_T.png and accuracy_vs_compute.png")
 
 
@@ -100,8 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--until-converged", action="store_true",
-                   help="stop each sample once its residual r_t < --tol (at most --max-iters iterations)")
-    p.add_argument("--tol", type=float, help="early-exit tolerance on r_t (default: eval.tol)")
+                   help="stop each sample once --halt fires (at most --max-iters iterations); "
+                        "finished samples leave the batch")
+    p.add_argument("--tol", type=float,
+                   help="early-exit tolerance on r_t (default: eval.tol; 0: never, i.e. a fixed T)")
+    p.add_argument("--halt", choices=["residual", "stable", "either"],
+                   help="stopping rule of --until-converged: residual r_t < --tol, stable argmax answer for "
+                        "--stable-k iterations, or either (default: eval.halt, residual)")
+    p.add_argument("--stable-k", type=int, help="iterations the answer must stay unchanged (default: eval.stable_k)")
+    p.add_argument("--prob-tol", type=float,
+                   help="stable also needs every output probability to move by less than this "
+                        "(default: eval.prob_tol; 0: off)")
     p.add_argument("--max-iters", type=int, help="early-exit cap (default: --iters, eval.iters or 4 x training T)")
     p.set_defaults(fn=cmd_eval)
 

@@ -83,6 +83,19 @@ class EvalConfig:
     iters: int = 0  # largest T evaluated (0: 4 x train.iters)
     batch_size: int = 250
     tol: float = 1e-3  # --until-converged stopping tolerance on the relative residual
+    # --until-converged stopping rule (loopkit/early_exit.py): residual (r_t < tol), stable (the
+    # argmax answer unchanged for stable_k iterations, and every output probability moved by less
+    # than prob_tol when prob_tol > 0), either (whichever fires first)
+    halt: Literal["residual", "stable", "either"] = "residual"
+    stable_k: int = 8  # prefix sums: k = 5 still stops a few answers mid-pause (85.2 vs 86.0 % exact), 8 does not
+    prob_tol: float = 0.0  # 0: off
+
+    def __post_init__(self) -> None:
+        """Range checks of this section's own keys (a Literal already limits `halt`)."""
+        if self.stable_k < 1:
+            raise ConfigError(f"eval.stable_k must be >= 1 (iterations the answer must hold), got {self.stable_k}")
+        if self.prob_tol < 0:
+            raise ConfigError(f"eval.prob_tol must be >= 0 (0: off), got {self.prob_tol}")
 
 
 @dataclass

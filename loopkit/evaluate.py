@@ -22,10 +22,18 @@ from .tasks import EvalSet, Task, build_task
 
 @dataclass
 class SetTrace:
-    """Per-sample record of one pass to the largest T: what every curve and early-exit rule needs."""
+    """Per-sample record of one pass to the largest T: what every curve and early-exit rule needs.
+
+    Everything is O(N * T) per quantity: the halting rules need per iteration only whether the
+    decoded output moved and by how much, not the logits themselves (O(N * T * L * C))."""
 
     scores: dict[str, Tensor]  # metric -> (N, T): score after t = 1 .. T iterations
     residual: Tensor  # (N, T): r_t = ||h_t - h_{t-1}|| / ||h_{t-1}||, t = 1 .. T
+    # (N, T) bool: the argmax output after t iterations differs from the one after t - 1 (at any
+    # position); t = 1 counts as changed, since there is no earlier output to compare with
+    changed: Tensor | None = None
+    # (N, T): max over positions and classes of |softmax_t - softmax_{t-1}| of the output; inf at t = 1
+    prob_change: Tensor | None = None
 
     def curve(self, metric: str) -> list[float]:
         return self.scores[metric].double().mean(0).tolist()
@@ -36,26 +44,59 @@ def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, 
               device: torch.device) -> SetTrace:
     model.eval()
     scores: dict[str, list[Tensor]] = {}
-    residuals = []
+    residuals, changed, prob_change = [], [], []
     for lo in range(0, len(s.x), batch_size):
         x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
         batch_scores: dict[str, list[Tensor]] = {}
-        batch_res = []
-        prev = model.initial_state(model.encode(x))
+        batch_res, batch_changed, batch_dp = [], [], []
+        prev, prev_out = model.initial_state(model.encode(x)), None
         for h in model.trajectory(x, max_iters, h0=prev):
             batch_res.append(relative_residual(h, prev))
             prev = h
-            for metric, score in task.correct(model.readout(h), y, x).items():
+            logits = model.readout(h)
+            out = output_state(task.output_logits(logits))
+            moved, dp = output_change(out, prev_out)
+            prev_out = out
+            batch_changed.append(moved.cpu())
+            batch_dp.append(dp.cpu())
+            for metric, score in task.correct(logits, y, x).items():
                 batch_scores.setdefault(metric, []).append(score.cpu())
         residuals.append(torch.stack(batch_res, 1).cpu())
+        changed.append(torch.stack(batch_changed, 1))
+        prob_change.append(torch.stack(batch_dp, 1))
         for metric, per_t in batch_scores.items():
             scores.setdefault(metric, []).append(torch.stack(per_t, 1))
-    return SetTrace({m: torch.cat(v) for m, v in scores.items()}, torch.cat(residuals))
+    return SetTrace({m: torch.cat(v) for m, v in scores.items()}, torch.cat(residuals), torch.cat(changed),
+                    torch.cat(prob_change))
 
 
 def relative_residual(h: Tensor, prev: Tensor, eps: float = 1e-12) -> Tensor:
     """Per-sample ||h - prev|| / ||prev||: the fixed-point residual r_t of DESIGN.md."""
     return (h - prev).flatten(1).norm(dim=1) / prev.flatten(1).norm(dim=1).clamp_min(eps)
+
+
+def output_state(out: Tensor, probs: bool = True) -> tuple[Tensor, Tensor | None]:
+    """What the halting rules compare between iterations, from output logits (B, positions,
+    classes): the argmax answer and, when asked for, the softmax probabilities (fp32). Kept from
+    one iteration to the next, so each is computed once per iteration."""
+    return out.argmax(-1), out.float().softmax(-1) if probs else None
+
+
+def output_change(now: tuple[Tensor, Tensor | None],
+                  prev: tuple[Tensor, Tensor | None] | None) -> tuple[Tensor, Tensor | None]:
+    """Per sample, between two `output_state`s of successive iterations: did the argmax answer
+    change at any position, and the largest change of any softmax probability (None without them).
+
+    Probabilities rather than logits: a confident output whose logits still swing (a state on a
+    2-cycle) has probabilities pinned near 0 and 1, which is what a stopping rule should see.
+    `prev` None (the first iteration) counts as changed by an infinite amount."""
+    answer, probs = now
+    n = answer.shape[0]
+    if prev is None:
+        moved = torch.ones(n, dtype=torch.bool, device=answer.device)
+        return moved, None if probs is None else torch.full((n,), float("inf"), device=answer.device)
+    moved = (answer != prev[0]).reshape(n, -1).any(1)
+    return moved, None if probs is None else (probs - prev[1]).abs().reshape(n, -1).amax(1)
 
 
 def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> dict[str, dict[str, float]]:

@@ -46,6 +46,13 @@ class Task:
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=-100)
 
+    def output_logits(self, logits: Tensor) -> Tensor:
+        """The logits of the decoded output as (B, positions, classes), the answer being the argmax
+        over classes at every position: what halting on prediction stability watches
+        (`early_exit`). Per-position classification is that already; a task whose answer is one
+        choice among all positions' classes (chess: one move) flattens them."""
+        return logits
+
     def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
         """Per-sample scores in [0, 1]: `exact` (whole output right) and `token` (share of scored
         positions right). Works on logits with any leading dims before (B, L, C). `x`, the inputs,

@@ -133,6 +133,10 @@ class Chess(Task):
         label = y[:, 0].expand(flat.shape[:-1])
         return F.cross_entropy(flat.reshape(-1, flat.shape[-1]), label.reshape(-1))
 
+    def output_logits(self, logits: Tensor) -> Tensor:
+        """One answer per board, the argmax over all 4,672 move classes: (B, 1, 4672)."""
+        return logits.flatten(-2).unsqueeze(-2)
+
     def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
         """Per-sample scores (table in the module docstring); logits (..., B, 64, 73)."""
         flat = logits.flatten(-2)

@@ -4,11 +4,12 @@
 #
 #   bash benchmarks/gpu_check.sh [--dry-run] [--out DIR] [--train-minutes M] [--cache DIR]
 #
-# 1. the test suite, with the device-dependent tests parametrized over the GPU too   -> tests.txt
-# 2. throughput: fp32 / bf16 x eager / compiled / CUDA graphs, prefix sums and sudoku  -> throughput.md
-# 3. peak memory against T for full backprop, bptt and the progressive loss            -> memory.md
-# 4. the sudoku config at a GPU-sized budget (width 256, batch 256, 100k puzzles) for the minutes
-#    left, then its accuracy against T on the ladder                                    -> sudoku/
+# 0. preflight: the Python modules and the C compiler the stages need                -> preflight.txt
+# 1. the tests parametrized over devices, on the GPU                                  -> tests.txt
+# 2. throughput: fp32 / bf16 x eager / compiled / CUDA graphs, prefix sums and sudoku  -> throughput.txt
+# 3. peak memory against T for full backprop, bptt and the progressive loss            -> memory.txt
+# 4. the sudoku config at a GPU-sized budget (width 256, batch 256, 100k puzzles), trained for
+#    --train-minutes (default 1.5), then its accuracy against T on the ladder          -> sudoku/
 # Everything lands in DIR (default $OUT, else gpu_check_out) plus gpu_check.tar.gz of it all and a
 # summary.md, so that a device call gets back few files. A failing stage is recorded and the
 # script goes on to the next; it exits non-zero if any stage failed.
@@ -16,14 +17,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 # the package from this checkout, installed or not (a lent machine starts bare)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-loopkit() { python -m loopkit.cli "$@"; }
-dry=0; out=${OUT:-gpu_check_out}; minutes=3; cache=""
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+python() { "$PY" "$@"; }
+loopkit() { "$PY" -m loopkit.cli "$@"; }
+dry=0; out=${OUT:-gpu_check_out}; minutes=1.5; cache=""
+need() { [ $# -ge 2 ] || { echo "gpu_check.sh: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry=1 ;;
-        --out) out=$2; shift ;;
-        --train-minutes) minutes=$2; shift ;;
-        --cache) cache=$2; shift ;;
+        --out) need "$@"; out=$2; shift ;;
+        --train-minutes) need "$@"; minutes=$2; shift ;;
+        --cache) need "$@"; cache=$2; shift ;;
         *) echo "gpu_check.sh: unknown argument $1 (known: --dry-run --out DIR --train-minutes M --cache DIR)" >&2; exit 2 ;;
     esac
     shift
@@ -33,8 +37,8 @@ out=$(cd "$out" && pwd)
 failed=()
 stage() {  # name, then the command; output to $out/<name>.txt, a line per stage in summary.md
     local name=$1; shift
-    local start=$SECONDS
-    if "$@" > "$out/$name.txt" 2>&1; then status=ok; else status=FAILED; failed+=("$name"); fi
+    local start=$SECONDS status=ok
+    "$@" > "$out/$name.txt" 2>&1 || { status=FAILED; failed+=("$name"); }
     echo "| $name | $status | $((SECONDS - start)) s |" >> "$out/summary.md"
     echo "gpu_check: $name $status ($((SECONDS - start)) s)" >&2
 }
@@ -46,14 +50,13 @@ if [ $dry = 1 ]; then
     memory=(--device cpu --iters 4,8 --k 2 model.width=32)
     sudoku=(model.width=32 train.steps=6 train.batch_size=8 train.log_every=2 train.eval_every=0 train.ckpt_every=3
             task.train_size=64 task.eval_levels=[easy,medium] task.eval_samples=8 task.workers=1 eval.iters=8)
-else
+else  # about 8 minutes on an H100/H200 (estimates by stage in benchmarks/README.md)
     device=cuda
-    tests=(tests -q)
+    tests=(tests -q -k cuda --deselect tests/test_gpu_check.py)  # the tests parametrized over devices
     speed=(--device cuda --batch 256 --steps 10 --widths 256)
     memory=(--device cuda --iters 16,64,256 --k 8 train.batch_size=256)
     sudoku=(model.width=256 model.heads=8 train.batch_size=256 train.lr=0.0005 train.steps=100000
-            train.warmup_steps=200 train.log_every=50 train.eval_every=500 train.ckpt_every=250 task.train_size=100000
-            train.compile=default)
+            train.warmup_steps=200 train.log_every=50 train.eval_every=500 train.ckpt_every=250 task.train_size=100000)
 fi
 [ -n "$cache" ] && sudoku+=("task.cache_dir=$cache")
 
@@ -65,6 +68,21 @@ fi
     echo; echo "| stage | status | wall |"; echo "| --- | --- | --- |"
 } > "$out/summary.md"
 
+preflight() {  # what a bare machine may lack: each missing piece named, the stages that need it fail
+    python - <<'PY'
+import importlib, shutil, sys
+missing = []
+for module in ("torch", "numpy", "yaml", "safetensors", "tqdm", "matplotlib", "chess", "pytest"):
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        missing.append(module)
+print("python", sys.version.split()[0], "| missing modules:", ", ".join(missing) or "none",
+      "| C compiler for torch.compile:", shutil.which("cc") or shutil.which("gcc") or "none")
+sys.exit(1 if missing else 0)
+PY
+}
+stage preflight preflight
 stage tests python -m pytest "${tests[@]}" -p no:cacheprovider
 stage throughput python benchmarks/step_time.py "${speed[@]}"
 stage memory python benchmarks/memory.py "${memory[@]}"
@@ -102,9 +120,14 @@ cp "$run/eval/results.json" "$out/sudoku_eval.json" 2>/dev/null
     echo; echo "## memory"; cat "$out/memory.txt"
     echo; echo "## sudoku"; tail -n 12 "$out/sudoku_eval.txt"
     echo; echo "## tests"; tail -n 3 "$out/tests.txt"
+    echo; echo "## preflight"; cat "$out/preflight.txt"
 } >> "$out/summary.md"
-tar -czf "$out.tar.gz" --exclude='*/optimizer.safetensors' -C "$(dirname "$out")" "$(basename "$out")"
-mv "$out.tar.gz" "$out/gpu_check.tar.gz"
+tarball=$(mktemp "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+if tar -czf "$tarball" --exclude='*/optimizer.safetensors' -C "$(dirname "$out")" "$(basename "$out")"; then
+    mv "$tarball" "$out/gpu_check.tar.gz"
+else
+    failed+=("tarball")
+fi
 cat "$out/summary.md"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "gpu_check: failed stages: ${failed[*]}" >&2

@@ -3,7 +3,7 @@
 because the iterations before the last k run under no_grad and keep no activations.
 
 Each measurement runs in a fresh process (peak RSS is a per-process high-water mark); on CUDA the
-figure is `torch.cuda.max_memory_allocated`.
+figure that matters is `torch.cuda.max_memory_allocated` (RSS is then the host side only).
 
     python benchmarks/memory.py [--config sudoku] [--iters 16,64,256] [--k 8] [--device cpu] [key=value ...]
 """
@@ -74,7 +74,8 @@ def main() -> None:
                    "--threads", str(args.threads), "--one", str(T), recipe, *args.overrides]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
-                print(f"| {T} | {recipe} | failed: {done.stderr.strip().splitlines()[-1]} |", flush=True)
+                why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                print(f"| {T} | {recipe} | failed: {why} |", flush=True)
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             cuda = f"{r['cuda_max_allocated_mib']:.0f}" if "cuda_max_allocated_mib" in r else "-"

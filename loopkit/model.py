@@ -106,6 +106,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # scaling q is cheaper than scaling L x L scores
     scores = scores.float() if bias is None else scores + bias  # bias is fp32: the sum is too, in one pass
+    # (a row masked entirely would give NaN here where SDPA gives 0; loopkit's patterns always let a
+    # query see itself, so no row is)
     return torch.softmax(scores, dim=-1).to(v.dtype) @ v
 
 

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm import tqdm
-
 import yaml
+from tqdm import tqdm
 
 from . import checkpoint, fixedpoint, precision
 from .config import Config, ConfigError, TrainConfig, dump
@@ -61,6 +60,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
             raise ConfigError(f"train.device={cfg.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={cfg.device}: no CUDA GPU is available here; use train.device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={cfg.device}: this machine has {torch.cuda.device_count()} GPU(s)")
     if world == 1:
         return Runtime(device)
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -78,7 +79,7 @@ def pick_precision(cfg: TrainConfig, device: torch.device, run_dir: Path, resume
     config_file = run_dir / "config.yaml"
     if cfg.precision == "auto" and resume and config_file.exists():
         stored = (yaml.safe_load(config_file.read_text()) or {}).get("train", {}).get("precision", "fp32")
-        if stored in ("fp32", "bf16"):
+        if stored in precision.PRECISIONS and stored != "auto":
             return stored, f"recorded in {config_file}"
     return precision.resolve(cfg.precision, device)
 
@@ -87,9 +88,12 @@ def ddp_needs_unused_parameters(cfg: Config) -> bool:
     """Whether a step can leave a parameter without gradient. Only without recall: e (and every
     position embedding) then enters through h_0 alone, and any iterations run under no_grad before
     the graph starts (the progressive loss's n, truncated backprop) or an implicit backward cut that
-    path. DDP's search for unused parameters costs a graph traversal per step, so it is switched on
-    only then."""
+    path. Likewise an untied stack under truncated backprop never trains its first blocks on a step.
+    DDP's search for unused parameters costs a graph traversal per step, so it is switched on only
+    then."""
     t = cfg.train
+    if not cfg.model.tied and t.bptt > 0:  # an untied stack's first blocks then run under no_grad
+        return True
     return cfg.model.recall == "none" and (t.alpha > 0 or t.bptt > 0 or t.implicit)
 
 
@@ -189,12 +193,16 @@ def batches(task: Task, cfg: TrainConfig, rank: int, batch_size: int, start: int
 # -- the loop ------------------------------------------------------------------------------------
 @torch.no_grad()
 def quick_eval(model: LoopedTransformer, task: Task, iters: int, device: torch.device, samples: int = 256) -> dict:
-    """Exact match on the first two rungs of the ladder at the training T: cheap progress signal."""
+    """Exact match on the first two rungs of the ladder at the training T: cheap progress signal.
+    Runs eager even when the block is compiled: other lengths and no_grad would each cost a
+    recompilation in the middle of training."""
     model.eval()
     out = {}
     for s in task.eval_sets()[:2]:
         x = s.x[:samples].to(device)
-        out[f"val/{s.name}/exact"] = task.correct(model(x, iters).logits, s.y[:samples].to(device), x)["exact"].mean().item()
+        with torch.compiler.set_stance("force_eager"):
+            logits = model(x, iters).logits
+        out[f"val/{s.name}/exact"] = task.correct(logits, s.y[:samples].to(device), x)["exact"].mean().item()
     model.train()
     return out
 
@@ -266,10 +274,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     if rt.main and progress:
         print(f"loopkit: training in {chosen} on {rt.device} ({why})", file=sys.stderr)
     start = prepare_run_dir(run_dir, cfg, resume) if rt.main else None
-    if rt.world > 1:
-        box = [start]
+    if rt.world > 1:  # every rank takes rank 0's start step and number format
+        box = [start, tc.precision]
         dist.broadcast_object_list(box, src=0)
         start = box[0]
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(tc, precision=box[1]))
+        tc = cfg.train
     model = build_model(cfg, task).to(rt.device)
     if tc.compile != "off":
         for block in model.blocks:  # in place: parameter names, hence checkpoints, stay as they are
@@ -289,17 +299,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
             find_unused_parameters=ddp_needs_unused_parameters(cfg))
     log = MetricsLog(run_dir, start) if rt.main else None
     local_batch = tc.batch_size // rt.world
-    pin = rt.device.type == "cuda"  # batches made one step ahead, page-locked: the GPU never waits for data
+    ahead = rt.device.type == "cuda"  # batches made one step ahead, page-locked: the GPU never waits for data
     bar = tqdm(total=tc.steps, initial=step, disable=not (progress and rt.main), desc="train", dynamic_ncols=True)
     last: dict[str, Any] = {}
     t0 = time.perf_counter()
     model.train()
     end = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
-    for plan, x, y in batches(task, tc, rt.rank, local_batch, step, end, ahead=pin):
+    for plan, x, y in batches(task, tc, rt.rank, local_batch, step, end, ahead=ahead):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(tc, step)
         with precision.autocast(rt.device, tc.precision):
-            loss = objective(x.to(rt.device, non_blocking=pin), y.to(rt.device, non_blocking=pin), plan)
+            loss = objective(x.to(rt.device, non_blocking=ahead), y.to(rt.device, non_blocking=ahead), plan)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -309,8 +319,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
         window_steps += 1
         bar.update(1)
         if rt.main and (step % tc.log_every == 0 or step == tc.steps):
+            mean_loss = float(window_loss) / window_steps  # waits for the device: the clock reads after it
             elapsed = time.perf_counter() - t0
-            last = {"step": step, "loss": float(window_loss) / window_steps, "lr": lr_at(tc, step - 1),
+            last = {"step": step, "loss": mean_loss, "lr": lr_at(tc, step - 1),
                     "grad_norm": float(grad_norm), "sec_per_step": elapsed / window_steps}
             if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
                 last.update(quick_eval(model, task, tc.iters, rt.device))

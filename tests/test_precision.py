@@ -98,6 +98,9 @@ def test_ddp_searches_for_unused_parameters_only_when_a_step_can_leave_one():
     assert ddp_needs_unused_parameters(config.load(None, ["model.recall=none", "train.alpha=0", "train.bptt=4"]))
     assert not ddp_needs_unused_parameters(config.load(None, ["model.recall=none", "train.alpha=0"]))
     assert not ddp_needs_unused_parameters(config.load(None, ["model.recall=standard"]))
+    untied = ["model.tied=false", "train.alpha=0", "train.iters=4"]
+    assert ddp_needs_unused_parameters(config.load(None, untied + ["train.bptt=2"]))
+    assert not ddp_needs_unused_parameters(config.load(None, untied))
 
 
 def test_a_device_that_is_not_there_is_refused_before_the_run_folder_exists(tmp_path):

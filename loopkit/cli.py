@@ -84,6 +84,22 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(f"ready in {time.perf_counter() - started:.0f} s")
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    if args.workers < 1:
+        raise config.ConfigError(f"--workers must be >= 1, got {args.workers}")
+    out = Path(args.out or Path("runs") / Path(args.sweep).stem)
+    failures = run_sweep(args.sweep, out, workers=args.workers)
+    if failures:
+        print(f"loopkit: {len(failures)} run(s) failed:", file=sys.stderr)
+        for name, reason in failures:
+            print(f"  {name}: {reason}", file=sys.stderr)
+        return 1
+    print(f"sweep complete: {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -148,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. task.train_size=20000 task.workers=2")
     p.set_defaults(fn=cmd_data)
 
+    p = sub.add_parser("sweep", help="a grid of runs (axes x seeds): train, eval, analyze each; resumable")
+    p.add_argument("sweep", help="sweep YAML: base, overrides, axes, seeds, stages, eval_args, analyze_args")
+    p.add_argument("--out", help="folder for the runs (default: runs/<sweep file name>)")
+    p.add_argument("--workers", type=int, default=1, help="runs at once; the CPU threads are split between them")
+    p.set_defaults(fn=cmd_sweep)
+
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")
     p.add_argument("--fresh", action="store_true", help="discard earlier demo runs in --out instead of resuming them")
@@ -158,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        status = args.fn(args)
     except (config.ConfigError, CheckpointError, SudokuFormatError) as err:
         print(f"loopkit: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

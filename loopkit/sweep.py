@@ -1,0 +1,185 @@
+"""`loopkit sweep SWEEP.yaml`: a grid of runs (a base config, axes of `section.key` values, seeds),
+each trained, evaluated and analysed in its own run directory, resumably and in parallel.
+
+A sweep file:
+
+    base: loopkit/configs/prefix_sums.yaml     # relative to the sweep file, or a shipped config name
+    overrides: [train.steps=400]               # applied to every run (optional)
+    axes:                                      # the grid: every combination of these values
+      model.recall: [none, standard, internal]
+      model.norm: [pre, outer]
+    seeds: [0, 1, 2]                           # train.seed of each run (default [0])
+    stages: [train, eval, analyze]             # default: all three
+    eval_args: [--iters, "160"]                # extra `loopkit eval` arguments (optional)
+    analyze_args: [--samples, "16"]            # extra `loopkit analyze` arguments (optional)
+
+Each run lives in `<out>/<switches>` (e.g. `recall-none_norm-pre_seed-0`) and every stage is a
+`loopkit` command run as its own process, its output kept in `<run>/sweep.log`. A stage counts as
+done when its result exists (the final checkpoint; eval/results.json; analysis/results.json), so
+running the same command again skips finished work, resumes a killed training from its last
+checkpoint, and redoes nothing else. One failing run does not stop the others; the sweep lists the
+failures at the end and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from . import checkpoint, config
+from .config import ConfigError
+
+STAGES = ("train", "eval", "analyze")
+KEYS = {"base", "overrides", "axes", "seeds", "stages", "eval_args", "analyze_args"}
+
+
+@dataclass
+class Point:
+    """One run of the grid: its name, directory and the overrides that make its config."""
+
+    name: str
+    run_dir: Path
+    overrides: list[str]
+
+
+@dataclass
+class Sweep:
+    base: Path
+    points: list[Point]
+    stages: list[str]
+    eval_args: list[str] = field(default_factory=list)
+    analyze_args: list[str] = field(default_factory=list)
+
+
+def _value_text(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _string_list(raw: dict[str, Any], key: str, path: Path) -> list[str]:
+    value = raw.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise ConfigError(f"{path}: '{key}' must be a list of strings, got {value!r}")
+    return [str(v) for v in value]
+
+
+def _resolve_base(text: Any, path: Path) -> Path:
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f"{path}: 'base' must name a config file (e.g. loopkit/configs/prefix_sums.yaml)")
+    for candidate in (path.parent / text, Path(text), Path(str(resources.files("loopkit") / "configs" / text))):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{path}: base config {text!r} not found (relative to the sweep file, the current folder, "
+                      f"or a shipped config name such as prefix_sums.yaml)")
+
+
+def load_sweep(path: str | Path, out: str | Path) -> Sweep:
+    """Read and check a sweep file; every run's config is built (and so validated) here, before
+    anything is written."""
+    path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep file holds a mapping with keys {', '.join(sorted(KEYS))}")
+    unknown = set(raw) - KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; known: {', '.join(sorted(KEYS))}")
+    base = _resolve_base(raw.get("base"), path)
+    axes = raw.get("axes") or {}
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ConfigError(f"{path}: 'axes' maps section.key to a non-empty list of values, got {axes!r}")
+    if "train.seed" in axes:
+        raise ConfigError(f"{path}: give seeds with 'seeds: [...]', not as an axis")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
+    stages = raw.get("stages", list(STAGES))
+    if not isinstance(stages, list) or not stages or any(s not in STAGES for s in stages):
+        raise ConfigError(f"{path}: 'stages' must be a list drawn from {', '.join(STAGES)}, got {stages!r}")
+    common = _string_list(raw, "overrides", path)
+    points = []
+    for values in itertools.product(*axes.values()):
+        for seed in seeds:
+            switches = [f"{key}={_value_text(v)}" for key, v in zip(axes, values)] + [f"train.seed={seed}"]
+            name = "_".join(f"{key.split('.')[-1]}-{_value_text(v)}" for key, v in zip(axes, values))
+            name = f"{name}_seed-{seed}" if name else f"seed-{seed}"
+            overrides = common + switches
+            try:
+                config.load(base, overrides)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: run {name}: {err}") from None
+            points.append(Point(name, out / name, overrides))
+    return Sweep(base, points, [s for s in STAGES if s in stages],
+                 _string_list(raw, "eval_args", path), _string_list(raw, "analyze_args", path))
+
+
+def stage_done(point: Point, stage: str, base: Path) -> bool:
+    """Whether a stage's result is on disk (what makes a rerun skip it)."""
+    if stage == "eval":
+        return (point.run_dir / "eval" / "results.json").is_file()
+    if stage == "analyze":
+        return (point.run_dir / "analysis" / "results.json").is_file()
+    ckpt = checkpoint.latest(point.run_dir) if (point.run_dir / "checkpoints").exists() else None
+    return ckpt is not None and checkpoint.read_state(ckpt)["step"] >= config.load(base, point.overrides).train.steps
+
+
+def run_point(point: Point, sweep: Sweep, threads: int) -> tuple[str, str | None]:
+    """All pending stages of one run, each as a `loopkit` process; (name, error or None)."""
+    point.run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cli = [sys.executable, "-m", "loopkit.cli"]
+    commands = {
+        "train": cli + ["train", str(sweep.base), *point.overrides, f"train.threads={threads}",
+                        "--run-dir", str(point.run_dir)] + (["--resume"] if (point.run_dir / "config.yaml").exists() else []),
+        "eval": cli + ["eval", str(point.run_dir), *sweep.eval_args],
+        "analyze": cli + ["analyze", str(point.run_dir), *sweep.analyze_args],
+    }
+    with open(point.run_dir / "sweep.log", "a") as log:
+        for stage in sweep.stages:
+            if stage_done(point, stage, sweep.base):
+                continue
+            log.write(f"\n$ {' '.join(commands[stage])}\n")
+            log.flush()
+            started = time.perf_counter()
+            done = subprocess.run(commands[stage], stdout=log, stderr=subprocess.STDOUT, env=env)
+            log.write(f"[sweep] {stage} exit {done.returncode} after {time.perf_counter() - started:.0f} s\n")
+            if done.returncode:
+                return point.name, f"{stage} failed (exit {done.returncode}); see {point.run_dir / 'sweep.log'}"
+    return point.name, None
+
+
+def run_sweep(path: str | Path, out: str | Path, workers: int = 1, progress: bool = True) -> list[tuple[str, str]]:
+    """Run every pending stage of every point; returns the failures as (run, reason)."""
+    sweep = load_sweep(path, out)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pending = [p for p in sweep.points if not all(stage_done(p, s, sweep.base) for s in sweep.stages)]
+    failures: list[tuple[str, str]] = []
+    bar = tqdm(total=len(sweep.points), initial=len(sweep.points) - len(pending), desc="sweep", unit="run",
+               disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # each worker waits on `loopkit` processes
+        running: set[Future] = {pool.submit(run_point, p, sweep, threads) for p in pending}
+        while running:
+            bar.set_postfix(running=min(workers, len(running)), failed=len(failures))
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name, error = future.result()
+                if error:
+                    failures.append((name, error))
+                bar.update(1)
+    bar.set_postfix(running=0, failed=len(failures))
+    bar.close()
+    return failures

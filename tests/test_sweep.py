@@ -1,0 +1,81 @@
+"""`loopkit sweep`: a grid of runs that survives kills, skips finished work and isolates failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loopkit.config import ConfigError
+from loopkit.sweep import load_sweep, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "task.train_length=8", "task.eval_lengths=[8, 16]", "task.eval_samples=16",
+    "model.width=16", "model.heads=2", "model.window=1", "model.causal=true",
+    "train.iters=6", "train.batch_size=16", "train.warmup_steps=3", "train.steps=12",
+    "train.log_every=2", "train.eval_every=0", "train.ckpt_every=3", "eval.iters=8", "eval.batch_size=16",
+]
+
+
+def write_sweep(path: Path, **extra) -> Path:
+    spec = {"base": str(ROOT / "loopkit" / "configs" / "prefix_sums.yaml"), "overrides": TINY,
+            "axes": {"model.recall": ["standard", "internal"]}, "seeds": [0], "stages": ["train", "eval"], **extra}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "sec_per_step"} for r in rows]
+
+
+def test_sweep_names_runs_by_their_switches_and_checks_every_config_first(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1]), tmp_path / "out")
+    assert [p.name for p in sweep.points] == ["recall-standard_seed-0", "recall-standard_seed-1",
+                                              "recall-internal_seed-0", "recall-internal_seed-1"]
+    assert "train.seed=1" in sweep.points[1].overrides
+    bad = write_sweep(tmp_path / "bad.yaml", axes={"model.norm": ["outer", "sideways"]})
+    with pytest.raises(ConfigError, match="run norm-sideways_seed-0: model.norm: 'sideways' is not allowed"):
+        load_sweep(bad, tmp_path / "out2")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_sweep(write_sweep(tmp_path / "typo.yaml", seed=[1]), tmp_path / "out3")
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+def test_killed_sweep_rerun_equals_an_uninterrupted_one_and_a_third_run_redoes_nothing(tmp_path):
+    spec = write_sweep(tmp_path / "s.yaml")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "loopkit.cli", "sweep", str(spec), "--workers", "2", "--out"]
+    subprocess.run(cmd + [str(tmp_path / "whole")], env=env, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "cut").glob("*/checkpoints/latest")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and every run it started
+    proc.wait()
+    done = subprocess.run(cmd + [str(tmp_path / "cut")], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("recall-standard_seed-0", "recall-internal_seed-0"):
+        assert metrics(tmp_path / "cut" / name) == metrics(tmp_path / "whole" / name)
+        assert (tmp_path / "cut" / name / "eval" / "results.json").is_file()
+    logs = {p: p.read_text() for p in (tmp_path / "cut").glob("*/sweep.log")}
+    assert run_sweep(spec, tmp_path / "cut", progress=False) == []
+    assert {p: p.read_text() for p in (tmp_path / "cut").glob("*/sweep.log")} == logs  # nothing was rerun
+
+
+def test_a_failing_run_does_not_stop_the_others(tmp_path):
+    # an untied stack has no fixed-point map, so its analyze stage fails; the tied run must finish
+    spec = write_sweep(tmp_path / "s.yaml", overrides=TINY + ["train.alpha=0"], axes={"model.tied": [True, False]},
+                       stages=["train", "analyze"], analyze_args=["--samples", "4", "--min-sv-budget", "0"])
+    failures = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
+    assert [name for name, _ in failures] == ["tied-false_seed-0"]
+    assert "analyze failed" in failures[0][1]
+    assert (tmp_path / "out" / "tied-true_seed-0" / "analysis" / "results.json").is_file()
+    assert "no fixed-point map" in (tmp_path / "out" / "tied-false_seed-0" / "sweep.log").read_text()

@@ -90,7 +90,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise config.ConfigError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out or Path("runs") / Path(args.sweep).stem)
-    failures = run_sweep(args.sweep, out, workers=args.workers)
+    failures = run_sweep(args.sweep, out, workers=args.workers, backend=args.backend, address=args.address)
     if failures:
         print(f"loopkit: {len(failures)} run(s) failed:", file=sys.stderr)
         for name, reason in failures:
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep YAML: base, overrides, axes, seeds, stages, eval_args, analyze_args")
     p.add_argument("--out", help="folder for the runs (default: runs/<sweep file name>)")
     p.add_argument("--workers", type=int, default=1, help="runs at once; the CPU threads are split between them")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local processes, or Ray tasks (a local Ray instance, or a cluster with --address)")
+    p.add_argument("--address", help="with --backend ray: the cluster to join (HOST:PORT; default: start a local one)")
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")

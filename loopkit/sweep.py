@@ -19,6 +19,10 @@ done when its result exists (the final checkpoint; eval/results.json; analysis/r
 running the same command again skips finished work, resumes a killed training from its last
 checkpoint, and redoes nothing else. One failing run does not stop the others; the sweep lists the
 failures at the end and exits non-zero.
+
+Runs go to local threads that each wait on `loopkit` processes (`--workers N`), or, with
+`--backend ray [--address HOST:PORT]`, to Ray tasks: Ray, not a home-made scheduler, spreads many
+runs over many machines. One run over several GPUs stays `torchrun` (DDP).
 """
 
 from __future__ import annotations
@@ -162,24 +166,59 @@ def run_point(point: Point, sweep: Sweep, threads: int) -> tuple[str, str | None
     return point.name, None
 
 
-def run_sweep(path: str | Path, out: str | Path, workers: int = 1, progress: bool = True) -> list[tuple[str, str]]:
+def _run_local(sweep: Sweep, pending: list[Point], workers: int, threads: int, report) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # each worker waits on `loopkit` processes
+        running: set[Future] = {pool.submit(run_point, p, sweep, threads) for p in pending}
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                report(*future.result(), len(running))
+
+
+def _run_ray(sweep: Sweep, pending: list[Point], workers: int, threads: int, address: str | None, report) -> None:
+    """The same runs as Ray tasks, one CPU-thread share each: on a local Ray instance, or on a
+    cluster (`address`) whose nodes have loopkit installed and see the sweep folder (shared disk)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'loopkit[ray]' (or pip install ray)") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=None if address else workers * threads,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=threads)(run_point)
+        running = [remote.remote(p, sweep, threads) for p in pending]
+        while running:
+            finished, running = ray.wait(running, num_returns=1)
+            report(*ray.get(finished[0]), len(running))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def run_sweep(path: str | Path, out: str | Path, workers: int = 1, progress: bool = True,
+              backend: str = "local", address: str | None = None) -> list[tuple[str, str]]:
     """Run every pending stage of every point; returns the failures as (run, reason)."""
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"--backend: {backend!r} is not allowed; choose one of local, ray")
     sweep = load_sweep(path, out)
     threads = max(1, (os.cpu_count() or 1) // workers)
     pending = [p for p in sweep.points if not all(stage_done(p, s, sweep.base) for s in sweep.stages)]
     failures: list[tuple[str, str]] = []
     bar = tqdm(total=len(sweep.points), initial=len(sweep.points) - len(pending), desc="sweep", unit="run",
                disable=not progress, dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # each worker waits on `loopkit` processes
-        running: set[Future] = {pool.submit(run_point, p, sweep, threads) for p in pending}
-        while running:
-            bar.set_postfix(running=min(workers, len(running)), failed=len(failures))
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                name, error = future.result()
-                if error:
-                    failures.append((name, error))
-                bar.update(1)
-    bar.set_postfix(running=0, failed=len(failures))
+    bar.set_postfix(running=min(workers, len(pending)), failed=0)
+
+    def report(name: str, error: str | None, still_running: int) -> None:
+        if error:
+            failures.append((name, error))
+        bar.update(1)
+        bar.set_postfix(running=min(workers, still_running), failed=len(failures))
+
+    if backend == "ray":
+        _run_ray(sweep, pending, workers, threads, address, report)
+    else:
+        _run_local(sweep, pending, workers, threads, report)
     bar.close()
-    return failures
+    return sorted(failures)

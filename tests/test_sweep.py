@@ -79,3 +79,12 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     assert "analyze failed" in failures[0][1]
     assert (tmp_path / "out" / "tied-true_seed-0" / "analysis" / "results.json").is_file()
     assert "no fixed-point map" in (tmp_path / "out" / "tied-false_seed-0" / "sweep.log").read_text()
+
+
+def test_the_ray_backend_runs_a_sweep_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'loopkit[ray]')")
+    spec = write_sweep(tmp_path / "s.yaml")
+    assert run_sweep(spec, tmp_path / "ray", workers=2, progress=False, backend="ray") == []
+    assert run_sweep(spec, tmp_path / "local", workers=2, progress=False) == []
+    for name in ("recall-standard_seed-0", "recall-internal_seed-0"):
+        assert metrics(tmp_path / "ray" / name) == metrics(tmp_path / "local" / name)

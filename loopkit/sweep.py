@@ -144,7 +144,10 @@ def stage_done(point: Point, stage: str, base: Path) -> bool:
 def run_point(point: Point, sweep: Sweep, threads: int) -> tuple[str, str | None]:
     """All pending stages of one run, each as a `loopkit` process; (name, error or None)."""
     point.run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    # the stages run the very loopkit this sweep imported, whatever the worker's folder or installs
+    here = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
     cli = [sys.executable, "-m", "loopkit.cli"]
     commands = {
         "train": cli + ["train", str(sweep.base), *point.overrides, f"train.threads={threads}",

@@ -100,6 +100,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> None:
+    import os
+
+    from .claims import to_markdown, write_claims
+
+    runs = [r for r in args.run_dirs if (Path(r) / "eval" / "results.json").is_file()]
+    if not runs:
+        raise config.ConfigError(f"none of {' '.join(args.run_dirs)} is an evaluated run (no eval/results.json)")
+    out = Path(args.out or os.path.commonpath([str(Path(r).resolve().parent) for r in runs]))
+    result = write_claims(runs, out)
+    print(to_markdown(result))
+    print(f"wrote {out / 'claims.md'} and {out / 'claims.json'}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -172,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local processes, or Ray tasks (a local Ray instance, or a cluster with --address)")
     p.add_argument("--address", help="with --backend ray: the cluster to join (HOST:PORT; default: start a local one)")
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("claims", help="mean +- sd per configuration over seeds and a verdict per claim C1-C4")
+    p.add_argument("run_dirs", nargs="+", help="evaluated (and analysed) runs, e.g. runs/prefix_grid/*")
+    p.add_argument("--out", help="folder for claims.md and claims.json (default: the runs' common parent)")
+    p.set_defaults(fn=cmd_claims)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")

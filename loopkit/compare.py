@@ -31,7 +31,7 @@ def run_label(run_dir: Path, switches: dict[str, Any], differing: list[str]) -> 
     return " ".join(f"{k}={switches.get(k)}" for k in differing)
 
 
-def _switches(run_dir: Path) -> dict[str, Any]:
+def run_switches(run_dir: Path) -> dict[str, Any]:
     """The run's model and training switches, flat (`recall`, `train.lr`, ...)."""
     import yaml
 
@@ -53,7 +53,7 @@ def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "e
     """A markdown table: rows are runs, columns are (eval set, T multiple), `metric` in %."""
     runs = [Path(r) for r in run_dirs]
     results = [load_results(r, out_name) for r in runs]
-    switches = [_switches(r) for r in runs]
+    switches = [run_switches(r) for r in runs]
     keys = sorted({k for m in switches for k in m})
     differing = [k for k in keys if len({json.dumps(m.get(k)) for m in switches}) > 1]
     sets = list(dict.fromkeys(name for res in results for name in res.get("curves", {})))

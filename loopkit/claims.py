@@ -1,0 +1,274 @@
+"""`loopkit claims RUN...`: a grid of evaluated (and analysed) runs turned into a table per
+configuration and one verdict per claim of the paper (C1–C4), each with the statistic and the rule
+behind it, so that a reader can disagree with the rule and not only with the result.
+
+A configuration is a set of runs whose switches agree except for `train.seed`; its row gives the
+mean ± sd over seeds. "In distribution" (ID) is the task's first eval set, "out of distribution"
+(OOD) the mean over the others; the extrapolation gain is OOD exact at the best T minus at the
+training T. Diagnostics come from `loopkit analyze` (medians over samples, averaged over the
+analysed sets). Intervals are 95 % percentile bootstraps (2,000 resamples, fixed seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compare import load_results, run_switches
+from .config import ConfigError
+
+DIAGNOSTICS = {  # name -> (analysis section, key, statistic); what C4 correlates with the gain
+    "converged": ("reachability", "converged_fraction", None),
+    "cycles": ("reachability", "cycle_fraction", None),
+    "rho": ("geometry", "spectral_radius", "median"),
+    "J_norm": ("geometry", "spectral_norm", "median"),
+    "sensitivity": ("sensitivity", "relative", "median"),
+    "init_dependence": ("init_dependence", "spread", "median"),
+    "spread": ("spread", "relative_spread", None),
+}
+ACCURACY = ("id_T", "id_best", "ood_T", "ood_best", "gain")
+SEED_KEY = "train.seed"
+LEARNT = 90.0  # ID exact (best T, %) below which a configuration has not learnt what it is judged on
+COMPETITIVE = 5.0  # C3: internal recall is "competitive" when it is at most this many points behind
+
+
+@dataclass
+class Run:
+    path: Path
+    switches: dict[str, Any]
+    values: dict[str, float]  # ACCURACY in % and DIAGNOSTICS (NaN when not analysed)
+
+
+@dataclass
+class Group:
+    label: str
+    switches: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self, key: str) -> np.ndarray:
+        return np.array([r.values[key] for r in self.runs], dtype=float)
+
+
+def read_run(path: Path) -> Run:
+    res = load_results(path)
+    summary = res["summary"]
+    names = list(summary)
+    first, rest = summary[names[0]], [summary[n] for n in names[1:]]
+    values = {"id_T": 100 * first["exact_at_train_T"], "id_best": 100 * first["best_exact"]}
+    values["ood_T"] = 100 * float(np.mean([s["exact_at_train_T"] for s in rest])) if rest else math.nan
+    values["ood_best"] = 100 * float(np.mean([s["best_exact"] for s in rest])) if rest else math.nan
+    values["gain"] = values["ood_best"] - values["ood_T"]
+    analysis = path / "analysis" / "results.json"
+    sets = json.loads(analysis.read_text())["sets"] if analysis.is_file() else {}
+    for name, (section, key, stat) in DIAGNOSTICS.items():
+        per_set = [s[section][key] if stat is None else s[section][key][stat]
+                   for s in sets.values() if section in s and s[section].get(key) is not None]
+        values[name] = float(np.mean(per_set)) if per_set else math.nan
+    return Run(path, run_switches(path), values)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs that differ only in their seed form one configuration, labelled by the switches that
+    differ between configurations."""
+    keys = sorted({k for r in runs for k in r.switches} - {SEED_KEY})
+    differing = [k for k in keys if len({json.dumps(r.switches.get(k)) for r in runs}) > 1]
+    groups: dict[str, Group] = {}
+    for run in runs:
+        label = " ".join(f"{k}={run.switches.get(k)}" for k in differing) or "all runs"
+        groups.setdefault(label, Group(label, {k: run.switches.get(k) for k in differing})).runs.append(run)
+    return list(groups.values())
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def bootstrap_ci(statistic, *samples: np.ndarray, paired: bool = False, n: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of `statistic` over resamples with replacement: of each sample on
+    its own (independent groups), or of the same indices in all (`paired`: (x_i, y_i) pairs)."""
+    rng = np.random.default_rng(seed)
+
+    def resample() -> list[np.ndarray]:
+        if paired:
+            idx = rng.integers(0, len(samples[0]), len(samples[0]))
+            return [s[idx] for s in samples]
+        return [s[rng.integers(0, len(s), len(s))] for s in samples]
+
+    draws = [statistic(*resample()) for _ in range(n)]
+    draws = [d for d in draws if np.isfinite(d)]
+    if not draws:
+        return math.nan, math.nan
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (what Spearman's coefficient needs)."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(1, len(x) + 1)
+    for value in np.unique(x):
+        tied = x == value
+        r[tied] = r[tied].mean()
+    return r
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3:
+        return math.nan
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def mean_sd(v: np.ndarray) -> str:
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.3g}"
+    return f"{v.mean():.3g} ± {v.std(ddof=1):.2g}"
+
+
+# -- the verdicts ------------------------------------------------------------------------------------
+def _where(groups: list[Group], **want: Any) -> list[Run]:
+    return [r for g in groups for r in g.runs if all(r.switches.get(k) == v for k, v in want.items())]
+
+
+def _diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its bootstrap interval (independent samples)."""
+    return float(a.mean() - b.mean()), *bootstrap_ci(lambda x, y: x.mean() - y.mean(), a, b)
+
+
+def verdict_c1(groups: list[Group]) -> dict[str, Any]:
+    none, recall = _where(groups, recall="none"), [r for g in groups for r in g.runs if r.switches.get("recall") != "none"]
+    rule = ("supported when every no-recall run has input sensitivity below 1e-6 at its end state and its OOD exact "
+            "(best T) is below the recall runs' with a bootstrap interval of the difference below 0; contradicted "
+            "when a no-recall run is input-sensitive or the interval lies above 0; otherwise inconclusive")
+    if not none or not recall:
+        return {"verdict": "inconclusive", "why": "needs runs with recall=none and with recall", "rule": rule}
+    sens = np.array([r.values["sensitivity"] for r in none])
+    diff, lo, hi = _diff_ci(np.array([r.values["ood_best"] for r in none]), np.array([r.values["ood_best"] for r in recall]))
+    stat = {"max_sensitivity_no_recall": float(np.nanmax(sens)) if np.isfinite(sens).any() else None,
+            "ood_best_none_minus_recall": diff, "ci": [lo, hi]}
+    if np.isfinite(sens).any() and np.nanmax(sens) >= 1e-6 or lo > 0:
+        v = "contradicted"
+    elif np.isfinite(sens).all() and hi < 0:
+        v = "supported"
+    else:
+        v = "inconclusive"
+    return {"verdict": v, "statistic": stat, "rule": rule}
+
+
+def verdict_c2(groups: list[Group]) -> dict[str, Any]:
+    outer = [r for r in _where(groups, norm="outer") if r.switches.get("recall") != "none"]
+    other = [r for g in groups for r in g.runs if r.switches.get("norm") != "outer" and r.switches.get("recall") != "none"]
+    rule = ("supported when the recall + outer-norm runs converge (mean converged share >= 0.9) with median rho(J) < 1 "
+            "and their OOD exact (best T) beats the recall runs of the other norm placements with a bootstrap interval "
+            "of the difference above 0; contradicted when the interval lies below 0 or rho(J) >= 1; otherwise inconclusive")
+    if not outer or not other:
+        return {"verdict": "inconclusive", "why": "needs recall runs with norm=outer and with another norm", "rule": rule}
+    conv = np.nanmean([r.values["converged"] for r in outer])
+    rho = np.nanmedian([r.values["rho"] for r in outer])
+    diff, lo, hi = _diff_ci(np.array([r.values["ood_best"] for r in outer]), np.array([r.values["ood_best"] for r in other]))
+    stat = {"converged_share": float(conv), "median_rho": float(rho), "ood_best_outer_minus_other": diff, "ci": [lo, hi]}
+    if hi < 0 or rho >= 1:
+        v = "contradicted"
+    elif conv >= 0.9 and rho < 1 and lo > 0:
+        v = "supported"
+    else:
+        v = "inconclusive"
+    return {"verdict": v, "statistic": stat, "rule": rule}
+
+
+def verdict_c3(groups: list[Group]) -> dict[str, Any]:
+    rule = (f"paired by seed, internal - standard recall (norm=outer) in OOD exact at the best T: supported "
+            f"(competitive) when the bootstrap interval of the mean paired difference lies above -{COMPETITIVE:g} "
+            f"points, contradicted when it lies below -{COMPETITIVE:g}; otherwise inconclusive")
+    internal = {r.switches.get(SEED_KEY): r for r in _where(groups, recall="internal", norm="outer")}
+    standard = {r.switches.get(SEED_KEY): r for r in _where(groups, recall="standard", norm="outer")}
+    seeds = sorted(set(internal) & set(standard), key=str)
+    if len(seeds) < 2:
+        return {"verdict": "inconclusive", "why": "needs internal and standard recall (norm=outer) on >= 2 common seeds",
+                "rule": rule}
+    d = np.array([internal[s].values["ood_best"] - standard[s].values["ood_best"] for s in seeds])
+    lo, hi = bootstrap_ci(lambda x: x.mean(), d)
+    v = "supported" if lo > -COMPETITIVE else "contradicted" if hi < -COMPETITIVE else "inconclusive"
+    return {"verdict": v, "statistic": {"seeds": seeds, "paired_differences": d.tolist(), "mean": float(d.mean()),
+                                        "ci": [lo, hi]}, "rule": rule}
+
+
+def verdict_c4(runs: list[Run]) -> dict[str, Any]:
+    rule = ("Spearman's rank correlation across runs between each diagnostic and the extrapolation gain, with a "
+            "bootstrap interval over runs; supported when the interval excludes 0 for rho(J) or init-dependence in the "
+            "expected direction (negative: unstable or start-dependent maps extrapolate less) and for neither in the "
+            "opposite one; contradicted when one of them excludes 0 in the opposite direction; otherwise inconclusive")
+    gain = np.array([r.values["gain"] for r in runs])
+    table = {}
+    for name in DIAGNOSTICS:
+        x = np.array([r.values[name] for r in runs])
+        ok = np.isfinite(x) & np.isfinite(gain)
+        if ok.sum() < 3:
+            continue
+        lo, hi = bootstrap_ci(spearman, x[ok], gain[ok], paired=True) if ok.sum() >= 4 else (math.nan, math.nan)
+        table[name] = {"spearman": spearman(x[ok], gain[ok]), "ci": [lo, hi], "runs": int(ok.sum())}
+    if not table:
+        return {"verdict": "inconclusive", "why": "needs >= 3 analysed runs", "rule": rule}
+    key = [table[k] for k in ("rho", "init_dependence") if k in table]
+    if any(t["ci"][0] > 0 for t in key):
+        v = "contradicted"
+    elif any(t["ci"][1] < 0 for t in key):
+        v = "supported"
+    else:
+        v = "inconclusive"
+    return {"verdict": v, "statistic": table, "rule": rule}
+
+
+# -- the report ------------------------------------------------------------------------------------
+def claims(run_dirs: list[str | Path]) -> dict[str, Any]:
+    runs = [read_run(Path(p)) for p in run_dirs]
+    if not runs:
+        raise ConfigError("loopkit claims needs at least one evaluated run")
+    groups = group_runs(runs)
+    rows = [{"configuration": g.label, "seeds": [r.switches.get(SEED_KEY) for r in g.runs],
+             **{k: {"mean": float(np.nanmean(g.values(k))) if np.isfinite(g.values(k)).any() else None,
+                    "sd": float(np.nanstd(g.values(k), ddof=1)) if np.isfinite(g.values(k)).sum() > 1 else None,
+                    "per_seed": [None if not np.isfinite(v) else v for v in g.values(k).tolist()]}
+                for k in (*ACCURACY, *DIAGNOSTICS)}} for g in groups]
+    return {"runs": [str(r.path) for r in runs], "rows": rows,
+            "verdicts": {"C1": verdict_c1(groups), "C2": verdict_c2(groups), "C3": verdict_c3(groups),
+                         "C4": verdict_c4(runs)}}
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    cols = (*ACCURACY, *DIAGNOSTICS)
+    lines = ["# Claims", "", f"{len(result['runs'])} runs; mean ± sd over seeds (exact match in %).", "",
+             "| configuration | seeds | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 2)]
+    for row in result["rows"]:
+        cells = [mean_sd(np.array([v if v is not None else np.nan for v in row[k]["per_seed"]], dtype=float))
+                 for k in cols]
+        lines.append(f"| {row['configuration']} | {','.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
+    unlearnt = [row["configuration"] for row in result["rows"]
+                if row["id_best"]["mean"] is not None and row["id_best"]["mean"] < LEARNT]
+    if unlearnt:
+        lines += ["", f"Not learnt (ID exact at the best T below {LEARNT:g} %, mean over seeds): "
+                  + "; ".join(unlearnt) + ". Their out-of-distribution figures say little about extrapolation."]
+    lines += ["", "## Verdicts", ""]
+    for claim, v in result["verdicts"].items():
+        lines.append(f"- **{claim}: {v['verdict']}**" + (f" ({v['why']})" if "why" in v else ""))
+        if "statistic" in v:
+            lines.append(f"  - statistic: `{json.dumps(v['statistic'], default=float)}`")
+        lines.append(f"  - rule: {v['rule']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
+    result = claims(run_dirs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "claims.json").write_text(json.dumps(result, indent=1, default=float))
+    (out / "claims.md").write_text(to_markdown(result))
+    return result

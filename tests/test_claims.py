@@ -1,0 +1,90 @@
+"""`loopkit claims`: the statistics and verdict rules on small synthetic result sets whose answer
+is known."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from loopkit.claims import bootstrap_ci, claims, ranks, spearman, to_markdown
+from loopkit.cli import main
+
+
+def fake_run(root: Path, recall: str, norm: str, seed: int, *, id_best: float, ood_T: float, ood_best: float,
+             rho: float = 0.8, init_dep: float = 0.01, sensitivity: float = 1.0, converged: float = 1.0) -> Path:
+    """A run folder with config.yaml, eval/results.json and analysis/results.json holding these figures."""
+    run = root / f"{recall}_{norm}_s{seed}"
+    (run / "eval").mkdir(parents=True)
+    (run / "analysis").mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"recall": recall, "norm": norm, "width": 64},
+                                                    "train": {"seed": seed, "lr": 0.001}}))
+    summary = {"easy": {"exact_at_train_T": id_best, "best_exact": id_best},
+               "hard": {"exact_at_train_T": ood_T, "best_exact": ood_best}}
+    (run / "eval" / "results.json").write_text(json.dumps({"summary": summary, "train_iters": 8, "curves": {}}))
+    sets = {name: {"reachability": {"converged_fraction": converged, "cycle_fraction": 0.0},
+                   "geometry": {"spectral_radius": {"median": rho}, "spectral_norm": {"median": 2 * rho}},
+                   "sensitivity": {"relative": {"median": sensitivity}},
+                   "init_dependence": {"spread": {"median": init_dep}},
+                   "spread": {"relative_spread": 0.5}} for name in ("easy", "hard")}
+    (run / "analysis" / "results.json").write_text(json.dumps({"sets": sets}))
+    return run
+
+
+def test_spearman_and_ranks_against_known_answers():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert spearman(x, x**3) == pytest.approx(1.0)  # monotone: 1 whatever the shape
+    assert spearman(x, -np.exp(x)) == pytest.approx(-1.0)
+    assert ranks(np.array([10.0, 20.0, 20.0, 30.0])).tolist() == [1.0, 2.5, 2.5, 4.0]  # ties share their mean rank
+    assert math.isnan(spearman(x, np.ones(5)))  # a constant has no ranking
+    lo, hi = bootstrap_ci(lambda v: v.mean(), np.full(10, 3.0))
+    assert lo == hi == 3.0
+    lo, hi = bootstrap_ci(spearman, x, 2 * x, paired=True)  # pairs resampled together keep their order
+    assert (lo, hi) == (pytest.approx(1.0), pytest.approx(1.0))
+    lo, hi = bootstrap_ci(spearman, x, 2 * x)  # resampled independently, the pairing is lost
+    assert lo < 0 < hi
+
+
+def test_a_grid_that_follows_the_paper_gets_every_claim_supported(tmp_path):
+    runs = []
+    for seed in range(3):
+        runs.append(fake_run(tmp_path, "none", "outer", seed, id_best=0.95, ood_T=0.0, ood_best=0.02 + 0.01 * seed,
+                             rho=1.02, init_dep=0.7, sensitivity=0.0, converged=0.0))
+        runs.append(fake_run(tmp_path, "standard", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.9 + 0.01 * seed,
+                             rho=0.7 + 0.01 * seed, init_dep=0.001))
+        runs.append(fake_run(tmp_path, "internal", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.92 + 0.01 * seed,
+                             rho=0.72, init_dep=0.002))
+        runs.append(fake_run(tmp_path, "standard", "pre", seed, id_best=0.97, ood_T=0.1, ood_best=0.3 + 0.02 * seed,
+                             rho=0.98, init_dep=0.3, converged=0.4))
+    result = claims(runs)
+    assert {k: v["verdict"] for k, v in result["verdicts"].items()} == \
+        {"C1": "supported", "C2": "supported", "C3": "supported", "C4": "supported"}
+    c3 = result["verdicts"]["C3"]["statistic"]
+    assert c3["paired_differences"] == pytest.approx([2.0, 2.0, 2.0])  # internal - standard, per seed, in points
+    row = next(r for r in result["rows"] if r["configuration"] == "norm=outer recall=standard")
+    assert row["seeds"] == [0, 1, 2] and row["ood_best"]["mean"] == pytest.approx(91.0)
+    assert row["ood_best"]["sd"] == pytest.approx(1.0)
+    assert "rule:" in to_markdown(result)
+
+
+def test_contradicting_and_thin_evidence_give_the_matching_verdicts(tmp_path):
+    runs = []
+    for seed in range(3):  # internal recall far behind standard; no-recall runs input-sensitive (impossible for C1)
+        runs.append(fake_run(tmp_path, "none", "outer", seed, id_best=0.9, ood_T=0.0, ood_best=0.5, sensitivity=0.3))
+        runs.append(fake_run(tmp_path, "standard", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.9))
+        runs.append(fake_run(tmp_path, "internal", "outer", seed, id_best=0.5, ood_T=0.0, ood_best=0.2 + 0.01 * seed))
+    result = claims(runs)
+    verdicts = {k: v["verdict"] for k, v in result["verdicts"].items()}
+    assert verdicts["C1"] == "contradicted" and verdicts["C3"] == "contradicted"
+    assert verdicts["C2"] == "inconclusive" and "another norm" in result["verdicts"]["C2"]["why"]
+    assert "Not learnt" in to_markdown(result) and "recall=internal" in to_markdown(result)
+
+
+def test_cli_writes_claims_next_to_the_runs(tmp_path, capsys):
+    runs = [fake_run(tmp_path / "grid", "standard", "outer", s, id_best=1.0, ood_T=0.2, ood_best=0.8) for s in range(2)]
+    assert main(["claims", *map(str, runs)]) == 0
+    assert (tmp_path / "grid" / "claims.md").is_file() and (tmp_path / "grid" / "claims.json").is_file()
+    assert main(["claims", str(tmp_path / "nothing")]) == 2
+    assert "is an evaluated run" in capsys.readouterr().err

@@ -114,6 +114,16 @@ def cmd_claims(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'claims.md'} and {out / 'claims.json'}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    paths = [Path(p) for p in args.paths]
+    if len(paths) == 1 and not (paths[0] / "eval").is_dir():  # a sweep folder: its runs
+        paths = sorted(p for p in paths[0].iterdir() if (p / "eval" / "results.json").is_file())
+    out = Path(args.out or (Path(args.paths[0]) if len(args.paths) == 1 else Path(".")) / "report.html")
+    print(f"wrote {write_report(paths, out)}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -191,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", help="evaluated (and analysed) runs, e.g. runs/prefix_grid/*")
     p.add_argument("--out", help="folder for claims.md and claims.json (default: the runs' common parent)")
     p.set_defaults(fn=cmd_claims)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: claims, accuracy vs T, diagnostics, C4 scatter")
+    p.add_argument("paths", nargs="+", help="a sweep folder, or run folders")
+    p.add_argument("--out", help="the HTML file (default: <sweep folder>/report.html)")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")

@@ -30,6 +30,9 @@ DIAGNOSTICS = {  # name -> (analysis section, key, statistic); what C4 correlate
     "sensitivity": ("sensitivity", "relative", "median"),
     "init_dependence": ("init_dependence", "spread", "median"),
     "spread": ("spread", "relative_spread", None),
+    "attracting_fp": ("attractors", "fixed_point_fraction", None),
+    "attracting_cycle": ("attractors", "attracting_cycle_fraction", None),
+    "sensitivity_norm": ("sensitivity_norm", "relative", "median"),
 }
 ACCURACY = ("id_T", "id_best", "ood_T", "ood_best", "gain")
 SEED_KEY = "train.seed"
@@ -175,6 +178,10 @@ def verdict_c2(groups: list[Group]) -> dict[str, Any]:
     rho = np.nanmedian([r.values["rho"] for r in outer])
     diff, lo, hi = _diff_ci(np.array([r.values["ood_best"] for r in outer]), np.array([r.values["ood_best"] for r in other]))
     stat = {"converged_share": float(conv), "median_rho": float(rho), "ood_best_outer_minus_other": diff, "ci": [lo, hi]}
+    for key in ("attracting_fp", "attracting_cycle"):  # where the samples end: which kind of attractor
+        values = [r.values[key] for r in outer if np.isfinite(r.values[key])]
+        if values:
+            stat[f"{key}_share"] = float(np.mean(values))
     if hi < 0 or rho >= 1:
         v = "contradicted"
     elif conv >= 0.9 and rho < 1 and lo > 0:

@@ -67,3 +67,22 @@ def test_cli_analyze_and_until_converged(tiny_run, capsys):
     assert cli.main(["eval", str(tiny_run), "--until-converged", "--tol", "1e-2", "--max-iters", "12"]) == 0
     out = json.loads((tiny_run / "eval" / "until_converged.json").read_text())
     assert set(out["sets"]) == {"len8", "len16"} and all(1 <= r["mean_iters"] <= 12 for r in out["sets"].values())
+
+
+def test_every_sample_is_classed_by_the_attractor_it_ends_on():
+    """Fixed point (rho(J) < 1), attracting cycle (Floquet multipliers < 1) or neither: shares sum to
+    one, agree with the per-sample kinds, and the optional worst-direction sensitivity is reported."""
+    x = torch.randint(0, 2, (6, 8), generator=torch.Generator().manual_seed(1))
+    model = tiny_model("standard").requires_grad_(False)
+    report = analyze_model(model, x, max_iter=30, tol=1e-3, n_inits=2, sensitivity_norm=True)
+    att = report["attractors"]
+    kinds = att["per_sample"]["kind"]
+    shares = {k: kinds.count(k) / len(kinds) for k in ("fixed_point", "cycle", "neither")}
+    assert shares["fixed_point"] == pytest.approx(att["fixed_point_fraction"])
+    assert shares["cycle"] == pytest.approx(att["attracting_cycle_fraction"])
+    assert sum(shares.values()) == pytest.approx(1.0)
+    converged = report["reachability"]["per_sample"]["converged"]
+    rho = report["geometry"]["per_sample"]["spectral_radius"]
+    assert all((k == "fixed_point") == (c and r < 1) for k, c, r in zip(kinds, converged, rho))
+    # the worst direction is at least as sensitive as the random one
+    assert report["sensitivity_norm"]["norm"]["max"] >= report["sensitivity"]["norm"]["max"] * 0.999

@@ -20,12 +20,14 @@ from loopkit.fixedpoint import (
     anderson,
     end_state_spread,
     fixed_point_iter,
+    floquet_radius,
     gmres,
     initial_state_dependence,
     min_singular_value,
     neumann,
     reachability,
     sensitivity,
+    sensitivity_norm,
     solve,
     solve_implicit,
     spectral_norm,
@@ -525,3 +527,64 @@ def test_auto_linearization_falls_back_when_tracing_fails() -> None:
     lin = Linearization(f, h, e)
     assert lin.mode == "forward"
     assert torch.allclose(lin.jvp(torch.ones_like(h)), 0.5 * torch.ones_like(h))
+
+
+@pytest.mark.parametrize("kind", ["real", "complex"])
+def test_sensitivity_operator_norm_matches_the_dense_ift_answer(kind: str) -> None:
+    """||dh*/de||_2 = sigma_max((I - A)^{-1} B) for f = A h + B e: the worst direction, which no
+    single random direction reaches."""
+    f, A, Bm, e, _, _ = _linear_problem(kind)
+    B = e.shape[0]
+    eye = torch.eye(N, dtype=DT)
+    h = torch.linalg.solve(eye - A, torch.einsum("bij,bj->bi", Bm, e)).reshape(B, L, D)
+    S = torch.linalg.solve(eye - A, Bm)
+    want = torch.linalg.matrix_norm(S, ord=2)
+    got = sensitivity_norm(f, h, e)
+    assert ((got.value - want).abs() / want < 1e-3).all(), (got.value, want)
+    assert (got.residual < 1e-4).all() and (got.linear_residual < 1e-8).all()
+    one_direction = sensitivity(f, h, e).norm
+    assert (one_direction < 0.999 * want).all()  # a random direction underestimates the norm
+
+
+def test_floquet_radius_of_a_two_cycle_against_its_closed_form() -> None:
+    """f(h, e) = -e * tanh(h), elementwise, has for gain e_i > 1 the 2-cycle +-x_i with
+    x_i = e_i tanh(x_i); around the orbit each coordinate's multiplier is (e_i sech^2 x_i)^2, so
+    the monodromy's spectral radius is the largest of those, while rho(J) at one point is not."""
+    gen = torch.Generator().manual_seed(3)
+    gains = 1.5 + 2 * torch.rand(3, 5, generator=gen, dtype=DT)
+    x = gains.clone()
+    for _ in range(200):  # the positive root of x = a tanh(x), by fixed-point iteration (a contraction there)
+        x = gains * torch.tanh(x)
+
+    def f(h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return -e * torch.tanh(h)
+
+    want = ((gains / torch.cosh(x) ** 2) ** 2).max(dim=1).values
+    period = torch.tensor([2, 2, 0])  # the third sample is declared not cycling: no answer for it
+    got = floquet_radius(f, x, gains, period)
+    assert torch.allclose(got.rho[:2], want[:2], rtol=1e-6), (got.rho, want)
+    assert math.isnan(got.rho[2].item())
+    assert (got.rho[:2] < 1).all()  # attracting cycles
+    rho_at_a_point = spectral_radius(f, x, gains).rho[:2]
+    assert torch.allclose(rho_at_a_point, (gains / torch.cosh(x) ** 2).max(dim=1).values[:2], rtol=1e-6)
+    res = fixed_point_iter(f, gains, x + 0.05, max_iter=400, tol=1e-12)
+    assert (res.cycle_period[:2] == 2).all()  # the solver agrees the orbit attracts nearby starts
+
+
+def test_attractors_class_cycles_and_check_the_readout_along_them() -> None:
+    from loopkit.fixedpoint.analyze import attractors
+
+    gains = torch.full((2, 3), 2.0, dtype=DT)
+    gains[1] = 0.5  # second sample: a contraction to the fixed point 0
+
+    def f(h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return -e * torch.tanh(h)
+
+    res = fixed_point_iter(f, gains, torch.ones(2, 3, dtype=DT), max_iter=300, tol=1e-10)
+    rho = spectral_radius(f, res.h, gains).rho
+    sign = lambda h: torch.stack([h, -h], dim=-1)  # noqa: E731 - the answer flips with the sign of h
+    size = lambda h: torch.stack([h.abs(), -h.abs()], dim=-1)  # noqa: E731 - the answer ignores the sign
+    flips = attractors(f, res, gains, rho, readout=sign)
+    assert flips["per_sample"]["kind"] == ["cycle", "fixed_point"]
+    assert flips["readout_constant_on_cycle_fraction"] == 0.0
+    assert attractors(f, res, gains, rho, readout=size)["readout_constant_on_cycle_fraction"] == 1.0

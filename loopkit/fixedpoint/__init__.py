@@ -8,6 +8,8 @@ tensors of shape (B, *state_shape).  Results are per sample, shape (B,), plus ag
     reachability(result)                    -> JSON dict
     end_state_spread(h)                     -> JSON dict (collapse across inputs)
     sensitivity(f, h*, e)                   -> Sensitivity (IFT, ||dh*/de . v||)
+    sensitivity_norm(f, h*, e)              -> SensitivityNorm (||dh*/de||_2, Lanczos through the IFT solves)
+    floquet_radius(f, h, e, period)         -> SpectralRadius of a cycle's monodromy (does the orbit attract?)
     initial_state_dependence(f, e, h0s)     -> InitDependence
     spectral_radius / spectral_norm / min_singular_value / geometry   (Jacobian at h*)
     attach_implicit / solve_implicit        -> implicit differentiation through h*
@@ -19,16 +21,19 @@ from .analyze import analyze
 from .diagnostics import (
     InitDependence,
     Sensitivity,
+    SensitivityNorm,
     end_state_spread,
     initial_state_dependence,
     reachability,
     sensitivity,
+    sensitivity_norm,
 )
 from .implicit import attach_implicit, solve_implicit
 from .jacobian import (
     Linearization,
     SingularValue,
     SpectralRadius,
+    floquet_radius,
     geometry,
     min_singular_value,
     spectral_norm,
@@ -43,6 +48,7 @@ __all__ = [
     "Linearization",
     "RitzResult",
     "Sensitivity",
+    "SensitivityNorm",
     "SingularValue",
     "SolverResult",
     "SpectralRadius",
@@ -51,6 +57,7 @@ __all__ = [
     "attach_implicit",
     "end_state_spread",
     "fixed_point_iter",
+    "floquet_radius",
     "geometry",
     "gmres",
     "initial_state_dependence",
@@ -58,6 +65,7 @@ __all__ = [
     "neumann",
     "reachability",
     "sensitivity",
+    "sensitivity_norm",
     "solve",
     "solve_i_minus",
     "solve_implicit",

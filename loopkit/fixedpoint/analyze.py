@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from ._utils import to_jsonable
-from .diagnostics import _stats, end_state_spread, initial_state_dependence, reachability, sensitivity
-from .jacobian import StepFn, geometry
+from .diagnostics import _stats, end_state_spread, initial_state_dependence, reachability, sensitivity, sensitivity_norm
+from .jacobian import StepFn, floquet_radius, geometry
 from .solvers import solve
 
 
@@ -29,6 +29,8 @@ def analyze(
     with_sensitivity: bool = True,
     with_geometry: bool = True,
     with_min_sv: bool = True,
+    with_sensitivity_norm: bool = False,
+    readout: Callable[[Tensor], Tensor] | None = None,
     min_sv_matvecs: int = 4000,
     krylov_dim: int = 20,
     restarts: int = 1,
@@ -47,6 +49,12 @@ def analyze(
       dependence check over ``n_inits`` starts.
     - ``with_min_sv`` controls sigma_min(I - J), the most expensive estimate (inner GMRES);
       ``min_sv_matvecs`` caps its Jacobian products (its residual says how far it got).
+    - ``with_sensitivity_norm`` adds ||dh*/de||_2 (the worst direction; two solves per product).
+    - With geometry, "attractors" says per sample whether the end state is an attracting fixed
+      point (converged, rho(J) < 1), an attracting cycle (a period-p orbit whose monodromy has
+      spectral radius < 1: the Floquet test, since rho(J) at one point of an orbit decides
+      nothing), or neither; ``readout`` (h -> logits), when given, adds whether the decoded
+      answer (argmax of the last dim) is the same at every point of each cycle.
     Per-sample values are lists in batch order; non-finite numbers become None.
     """
     kw = dict(solver_kwargs or {})
@@ -82,7 +90,37 @@ def analyze(
         if with_min_sv:
             summary["sigma_min_I_minus_J"] = _stats(geo["sigma_min_I_minus_J"])
         report["geometry"] = summary
+    if with_sensitivity_norm:
+        report["sensitivity_norm"] = sensitivity_norm(f, h_star, e, seed=seed, mode=mode).summary()
+    if with_geometry:
+        report["attractors"] = attractors(f, res, e, geo["spectral_radius"], readout=readout, mode=mode, seed=seed)
     report["seconds"] = time.perf_counter() - t0
     report["device"] = str(h0.device)
     report["dtype"] = str(h0.dtype).replace("torch.", "")
     return to_jsonable(report)
+
+
+def attractors(f: StepFn, res, e: Tensor, rho: Tensor, *, readout: Callable[[Tensor], Tensor] | None = None,
+               mode: str = "auto", seed: int = 0) -> dict:
+    """Attracting fixed point / attracting cycle / neither, per sample (see `analyze`)."""
+    period = res.cycle_period
+    floquet = floquet_radius(f, res.h, e, period, mode=mode, seed=seed).rho
+    fixed = res.converged.cpu() & (rho.cpu() < 1)
+    cycle = (period.cpu() >= 2) & (floquet.cpu() < 1)
+    kind = ["fixed_point" if a else "cycle" if b else "neither" for a, b in zip(fixed.tolist(), cycle.tolist())]
+    out: dict = {"fixed_point_fraction": fixed.double().mean().item(),
+                 "attracting_cycle_fraction": cycle.double().mean().item(),
+                 "neither_fraction": 1 - (fixed | cycle).double().mean().item(),
+                 "floquet_radius": _stats(floquet),
+                 "per_sample": {"kind": kind, "floquet_radius": floquet}}
+    if readout is not None and (period >= 2).any():
+        same = torch.ones(len(kind), dtype=torch.bool)
+        h, answer = res.h, readout(res.h).argmax(-1)
+        for step in range(1, int(period.max())):
+            h = f(h, e)
+            on_orbit = (period > step).cpu()  # steps still inside each sample's cycle
+            same &= ~on_orbit | (readout(h).argmax(-1) == answer).flatten(1).all(1).cpu()
+        cycling = period.cpu() >= 2
+        out["readout_constant_on_cycle_fraction"] = same[cycling].double().mean().item()
+        out["per_sample"]["readout_constant_on_cycle"] = [bool(s) if c else None for s, c in zip(same, cycling)]
+    return out

@@ -63,6 +63,7 @@ class Linearization:
         self.h = h.detach()
         self.e = e.detach()
         self._vjp_fn: Callable | None = None
+        self._vjp_e_fn: Callable | None = None
         self._lin_jvp: Callable | None = None
         self._graph: tuple | None = None
         if mode in ("auto", "linearize"):
@@ -125,6 +126,12 @@ class Linearization:
             return self._vjp_fn(u)[0]
         x, _, out, _, _, _ = self._reverse_graph()
         return self._grad_or_zero(out, x, u)
+
+    def vjp_e(self, u: Tensor) -> Tensor:
+        """(df/de)^T u for a cotangent u shaped like h (result shaped like e)."""
+        if self._vjp_e_fn is None:
+            _, self._vjp_e_fn = torch.func.vjp(lambda y: self.f(self.h, y), self.e)
+        return self._vjp_e_fn(u)[0]
 
     def jvp_e(self, v: Tensor) -> Tensor:
         """(df/de) v for a direction v shaped like e (result shaped like h)."""
@@ -331,3 +338,45 @@ def geometry(
         out["sigma_min_inner_residual"] = sm.inner_residual
         out["sigma_min_inverse_estimate"] = sm.inverse_estimate
     return out
+
+
+@torch.no_grad()
+def floquet_radius(
+    f: StepFn,
+    h: Tensor,
+    e: Tensor,
+    period: Tensor,
+    *,
+    krylov_dim: int = 20,
+    restarts: int = 1,
+    tol: float = 1e-6,
+    seed: int = 0,
+    mode: str = "auto",
+) -> SpectralRadius:
+    """Whether a cycle attracts: rho of the monodromy matrix M = J(h_p) ... J(h_1) per sample.
+
+    For a period-p orbit h_1 -> ... -> h_p -> h_1 (h_1 = h, h_{k+1} = f(h_k, e)), rho(J) at one
+    point of the orbit says nothing about stability; the orbit attracts when the Floquet
+    multipliers, the eigenvalues of M, lie inside the unit circle. ``period`` (B,) is the period
+    of each sample's cycle (a solver's ``cycle_period``); samples with period < 2 get NaN.
+    """
+    B = h.shape[0]
+    rho = torch.full((B,), float("nan"), dtype=h.dtype, device=h.device)
+    eig = torch.full((B,), complex(float("nan"), float("nan")), dtype=torch.complex128, device=h.device)
+    res = torch.full((B,), float("nan"), dtype=h.dtype, device=h.device)
+    for p in sorted({int(q) for q in period.tolist() if int(q) >= 2}):
+        idx = (period == p).nonzero().squeeze(1)
+        hs, es = h[idx], e[idx]
+        lins = []
+        for _ in range(p):
+            lins.append(Linearization(f, hs, es, mode))
+            hs = f(hs, es)
+
+        def monodromy(v: Tensor) -> Tensor:
+            for lin in lins:
+                v = lin.jvp(v)
+            return v
+
+        r = top_ritz(monodromy, random_unit(h[idx], seed), krylov_dim=krylov_dim, restarts=restarts, tol=tol)
+        rho[idx], eig[idx], res[idx] = r.value.abs().to(h.dtype), r.value.to(torch.complex128), r.residual.to(h.dtype)
+    return SpectralRadius(rho, eig, res)

@@ -44,7 +44,7 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: fl
 
 def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None = None, tol: float | None = None,
                 sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", min_sv_matvecs: int = 400,
-                device: str = "cpu", sensitivity_norm: bool = False) -> dict:
+                device: str = "cpu", sensitivity_norm: bool = False, cluster_samples: int = 200) -> dict:
     """Analyse the first `samples` inputs of each eval set (all, or those named in `sets`);
     write analysis/results.json and figures into the run directory; return the results."""
     run_dir = Path(run_dir)
@@ -64,6 +64,9 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None 
         started = time.perf_counter()
         report = analyze_model(model, s.x[:samples].to(device), max_iter=max_iter, tol=tol, n_inits=n_inits,
                                method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm)
+        with torch.no_grad():  # C1: how many distinct end states do many inputs reach?
+            x = s.x[:cluster_samples].to(device)
+            report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iter).state)
         report["seconds"] = time.perf_counter() - started
         results["sets"][s.name] = report
     out = run_dir / "analysis"
@@ -94,6 +97,7 @@ def summary_rows(results: dict) -> list[dict[str, Any]]:
             "attracting_fp": r.get("attractors", {}).get("fixed_point_fraction"),
             "attracting_cycle": r.get("attractors", {}).get("attracting_cycle_fraction"),
             "sensitivity_norm": r["sensitivity_norm"]["relative"]["median"] if "sensitivity_norm" in r else None,
+            "clusters": r["end_state_clusters"]["clusters"] if "end_state_clusters" in r else None,
         })
     return rows
 
@@ -103,7 +107,7 @@ COLUMNS = [  # (summary_rows key, header, width, format spec)
     ("final_residual", "resid", 8, ".1e"), ("spread", "spread", 7, ".3f"), ("sensitivity", "sens", 8, ".3f"),
     ("init_dependence", "init-dep", 8, ".3f"), ("rho", "rho(J)", 7, ".3f"), ("norm", "|J|2", 7, ".2f"),
     ("sigma_min", "smin(I-J)", 9, ".3f"), ("attracting_fp", "att.fp", 6, ".0%"),
-    ("attracting_cycle", "att.cyc", 7, ".0%"), ("sensitivity_norm", "|dh/de|", 8, ".3f"),
+    ("attracting_cycle", "att.cyc", 7, ".0%"), ("sensitivity_norm", "|dh/de|", 8, ".3f"), ("clusters", "states", 6, "d"),
 ]
 
 
@@ -116,7 +120,8 @@ def format_summary(results: dict) -> str:
                  f"{results['max_iter']} iterations of the model's own dynamics; sens: relative IFT sensitivity "
                  "||dh*/de v|| ||e|| / ||h*||; init-dep: spread of end states from different h_0; att.fp / att.cyc: "
                  "share of samples at an attracting fixed point (rho(J) < 1) / on an attracting cycle (Floquet "
-                 "multipliers inside the unit circle); |dh/de|: relative operator norm (--sensitivity-norm)")
+                 "multipliers inside the unit circle); |dh/de|: relative operator norm (--sensitivity-norm); states: "
+                 "distinct end states (1 % of the state norm apart) of up to 200 inputs")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ DIAGNOSTICS = {  # name -> (analysis section, key, statistic); what C4 correlate
     "attracting_fp": ("attractors", "fixed_point_fraction", None),
     "attracting_cycle": ("attractors", "attracting_cycle_fraction", None),
     "sensitivity_norm": ("sensitivity_norm", "relative", "median"),
+    "retained_bits": ("end_state_clusters", "retained_bits", None),
 }
 ACCURACY = ("id_T", "id_best", "ood_T", "ood_best", "gain")
 SEED_KEY = "train.seed"

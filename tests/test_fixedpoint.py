@@ -588,3 +588,19 @@ def test_attractors_class_cycles_and_check_the_readout_along_them() -> None:
     assert flips["per_sample"]["kind"] == ["cycle", "fixed_point"]
     assert flips["readout_constant_on_cycle_fraction"] == 0.0
     assert attractors(f, res, gains, rho, readout=size)["readout_constant_on_cycle_fraction"] == 1.0
+
+
+def test_distinct_states_counts_clusters_and_retained_information() -> None:
+    from loopkit.fixedpoint import distinct_states
+
+    g = torch.Generator().manual_seed(5)
+    centers = 10 * torch.randn(3, L, D, generator=g, dtype=DT)
+    h = centers[torch.arange(12) % 3] + 1e-6 * torch.randn(12, L, D, generator=g, dtype=DT)
+    three = distinct_states(h)
+    assert three["clusters"] == 3 and three["largest_cluster_share"] == pytest.approx(1 / 3)
+    assert three["retained_bits"] == pytest.approx(math.log2(3) / math.log2(12))
+    assert three["per_sample"] == [i % 3 for i in range(12)]
+    spread = distinct_states(torch.randn(12, L, D, generator=g, dtype=DT))
+    assert spread["clusters"] == 12 and spread["retained_bits"] == pytest.approx(1.0)
+    one = distinct_states(centers[:1].expand(12, L, D))
+    assert one["clusters"] == 1 and one["retained_bits"] == 0.0

@@ -10,6 +10,7 @@ tensors of shape (B, *state_shape).  Results are per sample, shape (B,), plus ag
     sensitivity(f, h*, e)                   -> Sensitivity (IFT, ||dh*/de . v||)
     sensitivity_norm(f, h*, e)              -> SensitivityNorm (||dh*/de||_2, Lanczos through the IFT solves)
     floquet_radius(f, h, e, period)         -> SpectralRadius of a cycle's monodromy (does the orbit attract?)
+    distinct_states(h)                      -> JSON dict (how many end states a batch of inputs reaches)
     initial_state_dependence(f, e, h0s)     -> InitDependence
     spectral_radius / spectral_norm / min_singular_value / geometry   (Jacobian at h*)
     attach_implicit / solve_implicit        -> implicit differentiation through h*
@@ -22,6 +23,7 @@ from .diagnostics import (
     InitDependence,
     Sensitivity,
     SensitivityNorm,
+    distinct_states,
     end_state_spread,
     initial_state_dependence,
     reachability,
@@ -55,6 +57,7 @@ __all__ = [
     "analyze",
     "anderson",
     "attach_implicit",
+    "distinct_states",
     "end_state_spread",
     "fixed_point_iter",
     "floquet_radius",

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -268,3 +269,35 @@ def sensitivity_norm(
     value = r.value.clamp_min(0).sqrt()
     rel = value * bnorm(lin.e) / bnorm(lin.h).clamp_min(eps)
     return SensitivityNorm(value, rel, r.residual, worst)
+
+
+def distinct_states(h: Tensor, rel_tol: float = 1e-2, eps: float = 1e-12) -> dict:
+    """How many different end states a batch of inputs reaches, and how much of the input that keeps.
+
+    Leader clustering: each state joins the first cluster whose leader lies within
+    rel_tol x (mean state norm), else starts a new one. A loop whose fixed points do not depend
+    on the input (C1: no recall) ends in a few clusters whatever the inputs; an input-dependent
+    one in about as many as there are inputs. ``retained_bits`` is the entropy of the cluster
+    sizes over log2(N): 1 when every input has its own end state, 0 when all share one.
+    """
+    flat = h.reshape(h.shape[0], -1).double()
+    radius = rel_tol * bnorm(flat).mean().clamp_min(eps)
+    leaders: list[Tensor] = []
+    labels = torch.empty(flat.shape[0], dtype=torch.long)
+    for i, x in enumerate(flat):
+        if leaders:
+            d = torch.linalg.vector_norm(torch.stack(leaders) - x, dim=1)
+            j = int(d.argmin())
+            if d[j] <= radius:
+                labels[i] = j
+                continue
+        labels[i] = len(leaders)
+        leaders.append(x)
+    sizes = torch.bincount(labels).double()
+    p = sizes / sizes.sum()
+    entropy = float(-(p * p.log2()).sum())
+    n = flat.shape[0]
+    return to_jsonable({"n_inputs": n, "rel_tol": rel_tol, "clusters": len(leaders),
+                        "largest_cluster_share": float(p.max()),
+                        "retained_bits": entropy / math.log2(n) if n > 1 else 0.0,
+                        "per_sample": labels})

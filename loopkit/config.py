@@ -25,7 +25,9 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     layers: int = 1  # layers per loop iteration ("k" in DESIGN.md)
-    recall: Literal["none", "standard", "internal"] = "standard"
+    # both: at the block's entry and between attention and MLP (internal recall whose attention
+    # also sees the input and positions: the control for internal recall's empty first attention)
+    recall: Literal["none", "standard", "internal", "both"] = "standard"
     recall_op: Literal["add", "concat"] = "add"
     norm: Literal["pre", "post", "outer", "peri"] = "outer"
     # layernorm: on prefix sums, rmsnorm with outer/post norm diverged at lr >= 1e-3 where layernorm trained

@@ -190,14 +190,17 @@ class Block(nn.Module):
         self.recall_kind = cfg.recall
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.layers))
         self.recall = Recall(cfg) if cfg.recall != "none" else None
+        self.recall_mid = Recall(cfg) if cfg.recall == "both" else None  # "both": a second injection
         self.outer = make_norm(cfg.norm_type, cfg.width) if cfg.norm == "outer" else None
 
     def forward(self, h: Tensor, e: Tensor, pattern: AttentionPattern) -> Tensor:
         z, mid = h, None
-        if self.recall_kind == "standard":
+        if self.recall_kind in ("standard", "both"):
             z = self.recall(h, e)
-        elif self.recall_kind == "internal":
+        if self.recall_kind == "internal":
             mid = lambda u: self.recall(u, e)  # noqa: E731 - injected once, inside the first layer
+        elif self.recall_kind == "both":  # internal recall whose attention also sees e (issue 10's control)
+            mid = lambda u: self.recall_mid(u, e)  # noqa: E731
         for i, layer in enumerate(self.layers):
             z = layer(z, pattern, mid if i == 0 else None)
         return self.outer(z) if self.outer is not None else z

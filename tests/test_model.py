@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from loopkit.config import ModelConfig
 from loopkit.model import AttentionPattern, LoopedTransformer, relative_offsets
 
-RECALLS, NORMS, OPS = ("none", "standard", "internal"), ("pre", "post", "outer", "peri"), ("add", "concat")
+RECALLS, NORMS, OPS = ("none", "standard", "internal", "both"), ("pre", "post", "outer", "peri"), ("add", "concat")
 
 
 def make(vocab=5, classes=3, depth=1, **kw):
@@ -36,7 +36,7 @@ def test_other_switches_run(kw):
     assert torch.isfinite(out.logits).all()
 
 
-@pytest.mark.parametrize("recall", ["standard", "internal"])
+@pytest.mark.parametrize("recall", ["standard", "internal", "both"])
 @pytest.mark.parametrize("op", OPS)
 def test_recall_makes_every_iteration_depend_on_the_input(recall, op):
     model = make(recall=recall, recall_op=op)
@@ -126,3 +126,18 @@ def test_untied_stack_has_fixed_depth():
     assert torch.isfinite(model(torch.randint(0, 5, (2, 6)), 4).logits).all()
     with pytest.raises(ValueError, match="exactly 4 blocks"):
         model(torch.randint(0, 5, (2, 6)), 5)
+
+
+def test_both_recall_lets_the_first_attention_see_the_input():
+    """Internal recall from h_0 = 0: the first iteration's attention sees only zeros, so its
+    output there is independent of x; with recall=both the entry injection gives it e."""
+    for recall, sees in (("internal", False), ("both", True)):
+        model = make(recall=recall)
+        block = model.blocks[0]
+        seen = []
+        hook = block.layers[0].attn.register_forward_hook(lambda mod, args, out: seen.append(out))
+        for x in (torch.zeros(1, 6, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)):
+            model(x, 1)
+        hook.remove()
+        assert (not torch.allclose(seen[0], seen[1])) == sees, recall
+    assert "blocks.0.recall_mid.proj.weight" in make(recall="both", recall_op="concat").state_dict()

@@ -297,7 +297,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
             find_unused_parameters=ddp_needs_unused_parameters(cfg))
-    log = MetricsLog(run_dir, start) if rt.main else None
+    # a resumed run that died before its first checkpoint starts over: its log lines go too
+    log = MetricsLog(run_dir, start if start is not None or not resume else 0) if rt.main else None
     local_batch = tc.batch_size // rt.world
     ahead = rt.device.type == "cuda"  # batches made one step ahead, page-locked: the GPU never waits for data
     bar = tqdm(total=tc.steps, initial=step, disable=not (progress and rt.main), desc="train", dynamic_ncols=True)

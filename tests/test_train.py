@@ -51,6 +51,15 @@ def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path, extra):
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
 
 
+def test_a_run_killed_before_its_first_checkpoint_resumes_without_duplicate_log_lines(tmp_path):
+    cfg = config.load(None, TINY + ["train.steps=8"])  # checkpoints every 5 steps, logs every 2
+    train(cfg, tmp_path / "whole", progress=False)
+    train(cfg, tmp_path / "cut", progress=False, stop_after=4)  # logged steps 2 and 4, no checkpoint yet
+    assert checkpoint.latest(tmp_path / "cut") is None and metrics(tmp_path / "cut")
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+
+
 def test_sigkill_at_a_random_moment_then_resume(tmp_path):
     """A real SIGKILL, wherever it lands (also inside a checkpoint write), leaves a resumable run."""
     args = [sys.executable, "-m", "loopkit.cli", "train", "-"]

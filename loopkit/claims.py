@@ -268,17 +268,17 @@ def to_markdown(result: dict[str, Any]) -> str:
     for claim, v in result["verdicts"].items():
         lines.append(f"- **{claim}: {v['verdict']}**" + (f" ({v['why']})" if "why" in v else ""))
         if "statistic" in v:
-            lines.append(f"  - statistic: `{json.dumps(_finite_or_none(v['statistic']))}`")
+            lines.append(f"  - statistic: `{json.dumps(finite_or_none(v['statistic']))}`")
         lines.append(f"  - rule: {v['rule']}")
     return "\n".join(lines) + "\n"
 
 
-def _finite_or_none(x: Any) -> Any:
+def finite_or_none(x: Any) -> Any:
     """NaN and infinities become null: claims.json stays standard JSON."""
     if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
+        return {k: finite_or_none(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite_or_none(v) for v in x]
+        return [finite_or_none(v) for v in x]
     if isinstance(x, (float, np.floating)):
         return float(x) if math.isfinite(x) else None
     return x
@@ -288,6 +288,6 @@ def write_claims(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     result = claims(run_dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "claims.json").write_text(json.dumps(_finite_or_none(result), indent=1, allow_nan=False))
+    (out / "claims.json").write_text(json.dumps(finite_or_none(result), indent=1, allow_nan=False))
     (out / "claims.md").write_text(to_markdown(result))
     return result

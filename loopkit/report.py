@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .claims import ACCURACY, DIAGNOSTICS, _finite_or_none, claims, group_runs, mean_sd, read_run
+from .claims import ACCURACY, DIAGNOSTICS, finite_or_none, claims, group_runs, mean_sd, read_run
 from .config import ConfigError
 
 
@@ -130,7 +130,7 @@ def build_report(run_dirs: list[Path]) -> str:
     verdicts = "".join(
         f"<li><b>{claim}: {html.escape(v['verdict'])}</b>{html.escape(' (' + v['why'] + ')') if 'why' in v else ''}"
         f"<br><small>rule: {html.escape(v['rule'])}</small>"
-        + (f"<br><code>{html.escape(json.dumps(_finite_or_none(v['statistic'])))}</code>" if "statistic" in v else "")
+        + (f"<br><code>{html.escape(json.dumps(finite_or_none(v['statistic'])))}</code>" if "statistic" in v else "")
         + "</li>" for claim, v in result["verdicts"].items())
     figures = [("Exact match against test-time T (line: mean over seeds, band: min–max)", _accuracy_figure(groups, sets)),
                ("Fixed-point residual r_t (median over samples), one line per run", _residual_figure(groups, sets)),

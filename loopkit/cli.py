@@ -10,6 +10,7 @@ from pathlib import Path
 from . import config
 from .checkpoint import CheckpointError
 from .sudoku.io import SudokuFormatError
+from .train import TrainingDiverged
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.fn(args)
-    except (config.ConfigError, CheckpointError, SudokuFormatError) as err:
+    except (config.ConfigError, CheckpointError, SudokuFormatError, TrainingDiverged) as err:
         print(f"loopkit: error: {err}", file=sys.stderr)
         return 2
     return status or 0

@@ -183,9 +183,45 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return cfg
 
 
+# (section.key, check, what is allowed): every numeric key's range, checked before a run folder exists
+RANGES: list[tuple[str, Any, str]] = [
+    ("model.mlp_ratio", lambda v: v > 0, "> 0"),
+    ("model.max_distance", lambda v: v >= 1, ">= 1"),
+    ("model.window", lambda v: v >= 0, ">= 0 (0: global attention)"),
+    ("model.max_len", lambda v: v >= 1, ">= 1"),
+    ("model.untied_depth", lambda v: v >= 0, ">= 0 (0: train.iters)"),
+    ("train.lr", lambda v: 0 < v < float("inf"), "a finite number > 0"),
+    ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("train.weight_decay", lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
+    ("train.grad_clip", lambda v: 0 < v < float("inf"), "a finite number > 0"),
+    ("train.iters_min", lambda v: v >= 0, ">= 0 (0: fixed T)"),
+    ("train.progressive_k", lambda v: v >= 0, ">= 0 (0: k drawn per step)"),
+    ("train.bptt", lambda v: v >= 0, ">= 0 (0: full backprop)"),
+    ("train.implicit_tol", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("train.seed", lambda v: v >= 0, ">= 0"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("train.eval_every", lambda v: v >= 0, ">= 0 (0: never)"),
+    ("train.ckpt_every", lambda v: v >= 1, ">= 1"),
+    ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    ("train.threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    ("eval.iters", lambda v: v >= 0, ">= 0 (0: 4 x train.iters)"),
+    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
+    ("eval.tol", lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
+]
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that a single field's type cannot express."""
+    """Every key's range, then the cross-field checks that a single field's type cannot express."""
+    for name, ok, allowed in RANGES:
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            raise ConfigError(f"{name}={value!r} is out of range: allowed {allowed}")
     m, t = cfg.model, cfg.train
+    for key in ("width", "heads", "layers"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"model.{key} must be >= 1, got {getattr(m, key)}")
     if m.width % m.heads:
         raise ConfigError(f"model.width={m.width} must be divisible by model.heads={m.heads}")
     if m.recall == "none" and m.init_state not in ("auto", "input"):
@@ -193,9 +229,6 @@ def validate(cfg: Config) -> None:
             f"model.init_state={m.init_state!r} with model.recall=none would make the output independent of "
             "the input; recall none forces init_state=input (use auto or input)"
         )
-    for key in ("width", "heads", "layers"):
-        if getattr(m, key) < 1:
-            raise ConfigError(f"model.{key} must be >= 1, got {getattr(m, key)}")
     if t.iters < 1 or t.steps < 0 or t.batch_size < 1:
         raise ConfigError("train.iters and train.batch_size must be >= 1 and train.steps >= 0")
     if t.iters_min > t.iters:

@@ -10,16 +10,18 @@ initial state uses) to continue bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 import torch
@@ -32,6 +34,10 @@ from . import checkpoint, fixedpoint, precision
 from .config import Config, ConfigError, TrainConfig, dump
 from .model import LoopedTransformer
 from .tasks import Task, build_task
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite: training stops before saving anything."""
 
 
 # -- placement ---------------------------------------------------------------------------------
@@ -238,6 +244,38 @@ class MetricsLog:
             self.tb.close()
 
 
+def check_finite(model: nn.Module, window_loss: float, step: int, run_dir: Path, cfg: TrainConfig) -> None:
+    """Stop a diverged run before it logs or saves anything non-finite, so the last checkpoint
+    (which checkpoint pruning therefore never replaces by a broken one) stays a good one."""
+    broken = [] if math.isfinite(window_loss) else [f"the loss is {window_loss}"]
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        broken.append("some weights are not finite")
+    if broken:
+        ckpt = checkpoint.latest(run_dir) if (run_dir / "checkpoints").exists() else None
+        kept = f"the last checkpoint, {ckpt}, is untouched" if ckpt else "no checkpoint had been written yet"
+        raise TrainingDiverged(f"training diverged by step {step}: {' and '.join(broken)}; {kept}. "
+                               f"Lower train.lr (now {cfg.lr:g}) or train.grad_clip (now {cfg.grad_clip:g}) "
+                               "and resume or start again")
+
+
+def lock_run_dir(run_dir: Path, resume: bool) -> tuple[IO, bool]:
+    """Take the run folder for this process: an OS lock on `<run>/.lock` that dies with the
+    process, so a second `train` on the same folder is refused and a killed run leaves no stale
+    lock. Returns the open lock file (keep it open) and whether the folder was created here."""
+    if resume and not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml)")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"run directory {run_dir} is in use by another loopkit train process (it holds "
+                          f"{run_dir / '.lock'}); wait for it to end or choose another --run-dir") from None
+    return handle, created
+
+
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> int | None:
     """Create or reopen a run directory; refuse anything that would mix two runs in one folder.
     Returns the step to resume from (None for a fresh run)."""
@@ -273,7 +311,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     tc = cfg.train
     if rt.main and progress:
         print(f"loopkit: training in {chosen} on {rt.device} ({why})", file=sys.stderr)
-    start = prepare_run_dir(run_dir, cfg, resume) if rt.main else None
+    lock, start = None, None
+    if rt.main:
+        lock, created = lock_run_dir(run_dir, resume)
+        try:
+            start = prepare_run_dir(run_dir, cfg, resume)
+        except Exception:
+            lock.close()
+            if created:  # a failed start leaves nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     if rt.world > 1:  # every rank takes rank 0's start step and number format
         box = [start, tc.precision]
         dist.broadcast_object_list(box, src=0)
@@ -306,34 +353,41 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     t0 = time.perf_counter()
     model.train()
     end = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
-    for plan, x, y in batches(task, tc, rt.rank, local_batch, step, end, ahead=ahead):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(tc, step)
-        with precision.autocast(rt.device, tc.precision):
-            loss = objective(x.to(rt.device, non_blocking=ahead), y.to(rt.device, non_blocking=ahead), plan)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        step += 1
-        window_loss = window_loss + loss.detach().double()  # stays on the device: no sync per step
-        window_steps += 1
-        bar.update(1)
-        if rt.main and (step % tc.log_every == 0 or step == tc.steps):
-            mean_loss = float(window_loss) / window_steps  # waits for the device: the clock reads after it
-            elapsed = time.perf_counter() - t0
-            last = {"step": step, "loss": mean_loss, "lr": lr_at(tc, step - 1),
-                    "grad_norm": float(grad_norm), "sec_per_step": elapsed / window_steps}
-            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-                last.update(quick_eval(model, task, tc.iters, rt.device))
-            log.write(last)
-            bar.set_postfix(loss=f"{last['loss']:.4f}")
-            window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
-        if rt.main and (step % tc.ckpt_every == 0 or step == tc.steps):
-            checkpoint.save(run_dir, step, model, optimizer, cfg, {"metrics": last, "window_loss": float(window_loss), "window_steps": window_steps}, keep=tc.keep_checkpoints)
-    bar.close()
-    if log is not None:
-        log.close()
+    try:
+        for plan, x, y in batches(task, tc, rt.rank, local_batch, step, end, ahead=ahead):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(tc, step)
+            with precision.autocast(rt.device, tc.precision):
+                loss = objective(x.to(rt.device, non_blocking=ahead), y.to(rt.device, non_blocking=ahead), plan)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            step += 1
+            window_loss = window_loss + loss.detach().double()  # stays on the device: no sync per step
+            window_steps += 1
+            bar.update(1)
+            at_log, at_ckpt = step % tc.log_every == 0 or step == tc.steps, step % tc.ckpt_every == 0 or step == tc.steps
+            if at_log or at_ckpt:
+                check_finite(model, float(window_loss), step, run_dir, tc)
+            if rt.main and at_log:
+                mean_loss = float(window_loss) / window_steps  # waits for the device: the clock reads after it
+                elapsed = time.perf_counter() - t0
+                last = {"step": step, "loss": mean_loss, "lr": lr_at(tc, step - 1),
+                        "grad_norm": float(grad_norm), "sec_per_step": elapsed / window_steps}
+                if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
+                    last.update(quick_eval(model, task, tc.iters, rt.device))
+                log.write(last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+            if rt.main and at_ckpt:
+                checkpoint.save(run_dir, step, model, optimizer, cfg, {"metrics": last, "window_loss": float(window_loss), "window_steps": window_steps}, keep=tc.keep_checkpoints)
+    finally:  # a stopped run (divergence, Ctrl-C) still ends its progress line, log and lock
+        bar.close()
+        if log is not None:
+            log.close()
+        if lock is not None:
+            lock.close()
     if rt.world > 1:
         dist.barrier()
     return last

@@ -77,3 +77,21 @@ def test_eval_overrides_touch_only_task_and_eval():
         config.override_for_eval(cfg, ["model.width=8"])
     with pytest.raises(ConfigError, match="task.name cannot change"):
         config.override_for_eval(cfg, ["task.name=sudoku"])
+
+
+@pytest.mark.parametrize("override", [
+    "train.keep_checkpoints=-1", "train.keep_checkpoints=0", "train.grad_clip=-1", "train.min_lr_ratio=-2",
+    "train.progressive_k=-2", "model.mlp_ratio=0", "model.heads=0", "train.ckpt_every=0", "train.lr=-1",
+    "train.lr=.inf", "train.lr=.nan", "model.window=-1", "train.seed=-1", "eval.iters=-5", "eval.batch_size=0",
+    "train.log_every=0", "train.weight_decay=-0.1", "train.implicit_tol=0",
+])
+def test_every_out_of_range_value_is_refused_naming_its_key_before_anything_is_written(override, tmp_path):
+    from loopkit.cli import main
+
+    key = override.split("=")[0]
+    with pytest.raises(config.ConfigError, match=key.replace(".", r"\.")):
+        config.load(None, [override])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  steps: 1\n")
+    assert main(["train", str(cfg), override, "--run-dir", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()

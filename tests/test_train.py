@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -162,3 +163,40 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert checkpoint.read_state(checkpoint.latest(tmp_path / "run"))["step"] == 6
     assert [r["step"] for r in metrics(tmp_path / "run")] == [2, 4, 6]
+
+
+def test_a_diverging_run_stops_non_zero_and_keeps_its_last_finite_checkpoint(tmp_path, capsys):
+    from loopkit.cli import main
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    cfg = config.load(None, TINY + ["train.steps=10", "train.keep_checkpoints=1"])
+    train(cfg, run, progress=False)
+    cfg_file = tmp_path / "more.yaml"  # the same run continued with a rate that blows it up
+    cfg_file.write_text(config.dump(config.load(None, TINY + ["train.steps=40", "train.keep_checkpoints=1",
+                                                              "train.lr=1e6", "train.grad_clip=1e6"])))
+    assert main(["train", str(cfg_file), "--run-dir", str(run), "--resume"]) == 2
+    errors = [ln.strip("\r") for ln in capsys.readouterr().err.splitlines() if ln.strip("\r").startswith("loopkit: error:")]
+    assert len(errors) == 1 and errors[0].startswith("loopkit: error: training diverged by step")
+    assert "step_00000010" in errors[0] and "train.lr (now 1e+06)" in errors[0]
+    kept = checkpoint.latest(run)
+    assert kept.name == "step_00000010"  # pruning (keep 1) did not replace it with a broken one
+    assert all(torch.isfinite(w).all() for w in load_file(kept / "model.safetensors").values())
+    assert all(math.isfinite(r["loss"]) for r in metrics(run))  # nothing non-finite was logged
+
+
+def test_a_second_train_on_a_locked_run_folder_is_refused(tmp_path):
+    import fcntl
+
+    cfg = config.load(None, TINY + ["train.steps=5"])
+    train(cfg, tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / ".lock", "a") as held:  # another process's lock, as the OS sees it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = (tmp_path / "run" / "metrics.jsonl").read_text()
+        with pytest.raises(ConfigError, match="is in use by another loopkit train process"):
+            train(config.load(None, TINY + ["train.steps=10"]), tmp_path / "run", resume=True, progress=False)
+        assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    train(config.load(None, TINY + ["train.steps=10"]), tmp_path / "run", resume=True, progress=False)  # free again
+    with pytest.raises(ConfigError, match="holds no run"):
+        train(cfg, tmp_path / "nothing", resume=True, progress=False)
+    assert not (tmp_path / "nothing").exists()

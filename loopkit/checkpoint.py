@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,10 @@ def latest(run_dir: Path) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest"
     if not pointer.exists():
         return None
-    path = pointer.parent / pointer.read_text().strip()
+    name = pointer.read_text().strip()
+    if not re.fullmatch(r"step_\d{8}", name):  # a run folder is data: never follow it elsewhere
+        raise CheckpointError(f"{pointer} names {name!r}, not a checkpoint of this run (step_NNNNNNNN)")
+    path = pointer.parent / name
     if not (path / "state.json").exists():
         raise CheckpointError(f"{pointer} names {path.name}, which is missing or incomplete")
     return path

@@ -27,6 +27,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     # --halt, --stable-k and --prob-tol are shorthands for eval.halt=..., so the config checks them
     shorthands = [f"eval.{key}={value}" for key, value in
                   (("halt", args.halt), ("stable_k", args.stable_k), ("prob_tol", args.prob_tol)) if value is not None]
+    result_file = Path(args.run_dir) / args.out / ("until_converged.json" if args.until_converged else "results.json")
+    if result_file.exists() and not args.force:
+        raise config.ConfigError(f"{result_file} already exists; pass --force to replace it, or --out NAME to "
+                                 "write the results beside it")
     if args.until_converged:
         from .early_exit import evaluate_until_converged, format_until_converged
 
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", help="task.*/eval.* changes, e.g. task.eval_files=[puzzles.txt]")
     p.add_argument("--out", default="eval", help="folder inside the run directory for the results")
+    p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--iters", type=int, help="largest T (default: eval.iters, or 4 x the training T)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int)

@@ -153,13 +153,20 @@ def test_runner_matches_the_replay_for_the_new_rules(traced, rule, k, prob_tol):
 def test_cli_until_converged_with_each_rule_and_eval_writes_them_all(tiny_run, capsys):
     for flags in (["--halt", "stable", "--stable-k", "2"],
                   ["--halt", "either", "--stable-k", "3", "--prob-tol", "0.1"]):
-        assert cli.main(["eval", str(tiny_run), "--until-converged", "--max-iters", "12", "--out", "ee", *flags]) == 0
+        assert cli.main(["eval", str(tiny_run), "--until-converged", "--max-iters", "12", "--out", "ee", "--force",
+                         *flags]) == 0
         out = json.loads((tiny_run / "ee" / "until_converged.json").read_text())
         assert out["halt"] == flags[1] and out["stable_k"] == int(flags[3])
         assert all(1 <= r["mean_iters"] <= 12 for r in out["sets"].values()) and 1 <= out["pooled"]["mean_iters"] <= 12
     assert "early exit (either: r<0.001 | k=3, dp<0.1)" in capsys.readouterr().out
+    # results are never replaced without --force
+    before = (tiny_run / "ee" / "until_converged.json").read_text()
+    assert cli.main(["eval", str(tiny_run), "--until-converged", "--max-iters", "5", "--out", "ee"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert (tiny_run / "ee" / "until_converged.json").read_text() == before
     # --tol 0: the residual rule never fires, so every sample runs the cap (the fixed-T baseline)
-    assert cli.main(["eval", str(tiny_run), "--until-converged", "--tol", "0", "--max-iters", "5", "--out", "ee"]) == 0
+    assert cli.main(["eval", str(tiny_run), "--until-converged", "--tol", "0", "--max-iters", "5", "--out", "ee",
+                     "--force"]) == 0
     out = json.loads((tiny_run / "ee" / "until_converged.json").read_text())
     assert out["pooled"]["mean_iters"] == 5 and out["pooled"]["converged"] == 0
     assert cli.main(["eval", str(tiny_run), "--out", "ee"]) == 0

@@ -200,3 +200,12 @@ def test_a_second_train_on_a_locked_run_folder_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="holds no run"):
         train(cfg, tmp_path / "nothing", resume=True, progress=False)
     assert not (tmp_path / "nothing").exists()
+
+
+def test_latest_never_points_outside_the_run(tmp_path):
+    cfg = config.load(None, TINY + ["train.steps=5"])
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False)
+    (tmp_path / "a" / "checkpoints" / "latest").write_text("../../b/checkpoints/step_00000005")
+    with pytest.raises(CheckpointError, match="not a checkpoint of this run"):
+        checkpoint.latest(tmp_path / "a")

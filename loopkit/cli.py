@@ -18,7 +18,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config.load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-    last = train(cfg, run_dir, resume=args.resume)
+    last = train(cfg, run_dir, resume=args.resume, allow_changes=args.allow_changes)
     print(json.dumps(last))
     print(f"run directory: {run_dir}")
 
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. model.recall=internal")
     p.add_argument("--run-dir", help="where checkpoints and metrics go (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue with changed train/task/eval values (recorded in config_changes.jsonl)")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="accuracy versus test-time T on every difficulty of the task")

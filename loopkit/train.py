@@ -220,8 +220,8 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None):
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [row for row in self.read(self.path) if row["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         self.file = open(self.path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -229,6 +229,21 @@ class MetricsLog:
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         except ImportError:
             self.tb = None
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        """The log's records; a last line cut short (a power cut mid-write) is dropped, any other
+        damaged line is an error naming it."""
+        lines = path.read_text(errors="replace").splitlines()
+        rows = []
+        for number, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    break
+                raise ConfigError(f"{path}:{number}: not a JSON record; the log is damaged") from None
+        return rows
 
     def write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -276,9 +291,27 @@ def lock_run_dir(run_dir: Path, resume: bool) -> tuple[IO, bool]:
     return handle, created
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> int | None:
+RESUME_FREE = {"train.threads", "train.device"}  # where and how fast, not what: may change on resume
+
+
+def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
+    """`section.key: old -> new` for every train.* / task.* / eval.* value a resume would change."""
+    new = cfg.to_dict()
+    changes = []
+    for section in ("train", "task", "eval"):
+        old_s, new_s = stored.get(section, {}) or {}, new[section]
+        for key in sorted(set(old_s) | set(new_s)):
+            name = f"{section}.{key}"
+            if name not in RESUME_FREE and old_s.get(key) != new_s.get(key):
+                changes.append(f"{name}: {old_s.get(key)!r} -> {new_s.get(key)!r}")
+    return changes
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: bool = False) -> int | None:
     """Create or reopen a run directory; refuse anything that would mix two runs in one folder.
-    Returns the step to resume from (None for a fresh run)."""
+    Returns the step to resume from (None for a fresh run). A resume that changes the recipe is
+    refused unless `allow_changes`; then config.yaml takes the new values and config_changes.jsonl
+    records what changed at which step, so the folder's record stays true."""
     config_file = run_dir / "config.yaml"
     if not resume:
         if config_file.exists() or (run_dir / "checkpoints").exists():
@@ -288,16 +321,26 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> int | None:
         return None
     if not config_file.exists():
         raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml)")
+    for stale in (run_dir / "checkpoints").glob(".tmp-step_*"):  # half-written by a killed run; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     ckpt = checkpoint.latest(run_dir)
-    if ckpt is None:
-        return None  # killed before its first checkpoint: start over in the same folder
-    stored = checkpoint.read_state(ckpt)["config"]
-    checkpoint.check_same_model(stored, cfg, ckpt)
-    return checkpoint.read_state(ckpt)["step"]
+    stored = checkpoint.read_state(ckpt)["config"] if ckpt else yaml.safe_load(config_file.read_text()) or {}
+    if ckpt:
+        checkpoint.check_same_model(stored, cfg, ckpt)
+    changes = config_changes(stored, cfg)
+    if changes and not allow_changes:
+        raise ConfigError(f"--resume would change this run's recipe ({'; '.join(changes)}); pass --allow-changes "
+                          "to continue with the new values (recorded in config_changes.jsonl), or resume with the old")
+    step = checkpoint.read_state(ckpt)["step"] if ckpt else 0
+    if changes:
+        with open(run_dir / "config_changes.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "changes": changes}) + "\n")
+        config_file.write_text(dump(cfg))
+    return step if ckpt else None  # None: killed before its first checkpoint, start over in the same folder
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, allow_changes: bool = False) -> dict[str, Any]:
     """Train and return the last logged metrics. `stop_after` ends the process's work after that
     many steps without a final checkpoint (used to test that a killed run resumes exactly)."""
     run_dir = Path(run_dir)
@@ -315,7 +358,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     if rt.main:
         lock, created = lock_run_dir(run_dir, resume)
         try:
-            start = prepare_run_dir(run_dir, cfg, resume)
+            start = prepare_run_dir(run_dir, cfg, resume, allow_changes)
         except Exception:
             lock.close()
             if created:  # a failed start leaves nothing behind

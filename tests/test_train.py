@@ -175,7 +175,7 @@ def test_a_diverging_run_stops_non_zero_and_keeps_its_last_finite_checkpoint(tmp
     cfg_file = tmp_path / "more.yaml"  # the same run continued with a rate that blows it up
     cfg_file.write_text(config.dump(config.load(None, TINY + ["train.steps=40", "train.keep_checkpoints=1",
                                                               "train.lr=1e6", "train.grad_clip=1e6"])))
-    assert main(["train", str(cfg_file), "--run-dir", str(run), "--resume"]) == 2
+    assert main(["train", str(cfg_file), "--run-dir", str(run), "--resume", "--allow-changes"]) == 2
     errors = [ln.strip("\r") for ln in capsys.readouterr().err.splitlines() if ln.strip("\r").startswith("loopkit: error:")]
     assert len(errors) == 1 and errors[0].startswith("loopkit: error: training diverged by step")
     assert "step_00000010" in errors[0] and "train.lr (now 1e+06)" in errors[0]
@@ -196,7 +196,8 @@ def test_a_second_train_on_a_locked_run_folder_is_refused(tmp_path):
         with pytest.raises(ConfigError, match="is in use by another loopkit train process"):
             train(config.load(None, TINY + ["train.steps=10"]), tmp_path / "run", resume=True, progress=False)
         assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
-    train(config.load(None, TINY + ["train.steps=10"]), tmp_path / "run", resume=True, progress=False)  # free again
+    train(config.load(None, TINY + ["train.steps=10"]), tmp_path / "run", resume=True, progress=False,
+          allow_changes=True)  # free again
     with pytest.raises(ConfigError, match="holds no run"):
         train(cfg, tmp_path / "nothing", resume=True, progress=False)
     assert not (tmp_path / "nothing").exists()
@@ -209,3 +210,28 @@ def test_latest_never_points_outside_the_run(tmp_path):
     (tmp_path / "a" / "checkpoints" / "latest").write_text("../../b/checkpoints/step_00000005")
     with pytest.raises(CheckpointError, match="not a checkpoint of this run"):
         checkpoint.latest(tmp_path / "a")
+
+
+def test_resume_keeps_the_record_true(tmp_path):
+    """A changed recipe is refused unless allowed (then recorded); a log line cut by a power cut and
+    a half-written checkpoint folder left by a kill do not stop the resume."""
+    import yaml
+
+    run = tmp_path / "run"
+    cfg = config.load(None, TINY + ["train.steps=10"])
+    train(cfg, run, progress=False, stop_after=7)  # checkpoint at 5, log lines up to 6
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 8, "loss": 0.6')  # the power cut
+    (run / "checkpoints" / ".tmp-step_00000010-999").mkdir()
+    changed = config.load(None, TINY + ["train.steps=10", "train.lr=0.002"])
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.001 -> 0\.002.*--allow-changes"):
+        train(changed, run, resume=True, progress=False)
+    train(cfg, run, resume=True, progress=False)
+    train(cfg, tmp_path / "whole", progress=False)
+    assert metrics(run) == metrics(tmp_path / "whole")
+    assert not list((run / "checkpoints").glob(".tmp-step_*"))
+    longer = config.load(None, TINY + ["train.steps=12"])
+    train(longer, run, resume=True, progress=False, allow_changes=True)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 12
+    record = json.loads((run / "config_changes.jsonl").read_text())
+    assert record == {"step": 10, "changes": ["train.steps: 10 -> 12"]}

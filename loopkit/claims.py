@@ -142,20 +142,28 @@ def _where(groups: list[Group], **want: Any) -> list[Run]:
     return [r for g in groups for r in g.runs if all(r.switches.get(k) == v for k, v in want.items())]
 
 
+def _runs(groups: list[Group], keep) -> list[Run]:
+    return [r for g in groups for r in g.runs if keep(r.switches)]
+
+
+def _ood_best(runs: list[Run]) -> np.ndarray:
+    return np.array([r.values["ood_best"] for r in runs])
+
+
 def _diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """mean(a) - mean(b) and its bootstrap interval (independent samples)."""
     return float(a.mean() - b.mean()), *bootstrap_ci(lambda x, y: x.mean() - y.mean(), a, b)
 
 
 def verdict_c1(groups: list[Group]) -> dict[str, Any]:
-    none, recall = _where(groups, recall="none"), [r for g in groups for r in g.runs if r.switches.get("recall") != "none"]
+    none, recall = _where(groups, recall="none"), _runs(groups, lambda sw: sw.get("recall") != "none")
     rule = ("supported when every no-recall run has input sensitivity below 1e-6 at its end state and its OOD exact "
             "(best T) is below the recall runs' with a bootstrap interval of the difference below 0; contradicted "
             "when a no-recall run is input-sensitive or the interval lies above 0; otherwise inconclusive")
     if not none or not recall:
         return {"verdict": "inconclusive", "why": "needs runs with recall=none and with recall", "rule": rule}
     sens = np.array([r.values["sensitivity"] for r in none])
-    diff, lo, hi = _diff_ci(np.array([r.values["ood_best"] for r in none]), np.array([r.values["ood_best"] for r in recall]))
+    diff, lo, hi = _diff_ci(_ood_best(none), _ood_best(recall))
     stat = {"max_sensitivity_no_recall": float(np.nanmax(sens)) if np.isfinite(sens).any() else None,
             "ood_best_none_minus_recall": diff, "ci": [lo, hi]}
     if np.isfinite(sens).any() and np.nanmax(sens) >= 1e-6 or lo > 0:
@@ -168,8 +176,8 @@ def verdict_c1(groups: list[Group]) -> dict[str, Any]:
 
 
 def verdict_c2(groups: list[Group]) -> dict[str, Any]:
-    outer = [r for r in _where(groups, norm="outer") if r.switches.get("recall") != "none"]
-    other = [r for g in groups for r in g.runs if r.switches.get("norm") != "outer" and r.switches.get("recall") != "none"]
+    outer = _runs(groups, lambda sw: sw.get("norm") == "outer" and sw.get("recall") != "none")
+    other = _runs(groups, lambda sw: sw.get("norm") != "outer" and sw.get("recall") != "none")
     rule = ("supported when the recall + outer-norm runs converge (mean converged share >= 0.9) with median rho(J) < 1 "
             "and their OOD exact (best T) beats the recall runs of the other norm placements with a bootstrap interval "
             "of the difference above 0; contradicted when the interval lies below 0 or rho(J) >= 1; otherwise inconclusive")
@@ -177,7 +185,7 @@ def verdict_c2(groups: list[Group]) -> dict[str, Any]:
         return {"verdict": "inconclusive", "why": "needs recall runs with norm=outer and with another norm", "rule": rule}
     conv = np.nanmean([r.values["converged"] for r in outer])
     rho = np.nanmedian([r.values["rho"] for r in outer])
-    diff, lo, hi = _diff_ci(np.array([r.values["ood_best"] for r in outer]), np.array([r.values["ood_best"] for r in other]))
+    diff, lo, hi = _diff_ci(_ood_best(outer), _ood_best(other))
     stat = {"converged_share": float(conv), "median_rho": float(rho), "ood_best_outer_minus_other": diff, "ci": [lo, hi]}
     for key in ("attracting_fp", "attracting_cycle"):  # where the samples end: which kind of attractor
         values = [r.values[key] for r in outer if np.isfinite(r.values[key])]

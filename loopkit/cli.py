@@ -139,6 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopkit", description="Train, extrapolate and diagnose looped transformers.")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices  # name -> that command's parser (parse_args reads it)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="YAML file with sections task, model, train, eval")
@@ -225,8 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options may come before, between or after the positional arguments of a command
+    (`loopkit train CONFIG --run-dir D model.recall=none`): argparse's plain parse stops taking
+    positionals at the first option, so the command's own parser reads its arguments intermixed."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = parser.commands
+    at = next((i for i, a in enumerate(argv) if a in commands), None)
+    if at is None or any(a != "-h" and a != "--help" for a in argv[:at]):
+        return parser.parse_args(argv)  # no command, or top-level options: argparse's own message
+    args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    args.command = argv[at]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         status = args.fn(args)
     except (config.ConfigError, CheckpointError, SudokuFormatError, TrainingDiverged) as err:

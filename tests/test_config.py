@@ -1,6 +1,6 @@
 import pytest
 
-from loopkit import config
+from loopkit import cli, config
 from loopkit.cli import main
 from loopkit.config import ConfigError
 from loopkit.demo import default_config_path
@@ -95,3 +95,12 @@ def test_every_out_of_range_value_is_refused_naming_its_key_before_anything_is_w
     cfg.write_text("train:\n  steps: 1\n")
     assert main(["train", str(cfg), override, "--run-dir", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_options_may_come_between_a_commands_positional_arguments():
+    """`train CONFIG --run-dir D key=value` is how people type it; plain argparse refused the overrides."""
+    args = cli.parse_args(["train", "cfg.yaml", "--run-dir", "runs/x", "model.recall=none", "--resume", "train.lr=0.1"])
+    assert (args.config, args.run_dir, args.overrides, args.resume) == ("cfg.yaml", "runs/x",
+                                                                        ["model.recall=none", "train.lr=0.1"], True)
+    args = cli.parse_args(["eval", "--force", "runs/x", "task.eval_lengths=[8]", "--iters", "5"])
+    assert (args.run_dir, args.overrides, args.force, args.iters) == ("runs/x", ["task.eval_lengths=[8]"], True, 5)

@@ -23,7 +23,7 @@ from .model import LoopedTransformer
 
 def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: float, n_inits: int = 3,
                   method: str = "iter", seed: int = 0, krylov_dim: int = 20, min_sv_matvecs: int = 400,
-                  sensitivity_norm: bool = False) -> dict[str, Any]:
+                  sensitivity_norm: bool = False, rho_tol: float = 1e-3) -> dict[str, Any]:
     """Every diagnostic on one batch. Initial-state dependence compares the model's own h_0 with
     `n_inits - 1` random unit-variance states (the scale of a normalized state)."""
     if not model.cfg.tied:
@@ -39,12 +39,13 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: fl
     return fixedpoint.analyze(f, e, h0, method=method, max_iter=max_iter, tol=tol, h0s=starts, n_inits=n_inits,
                               krylov_dim=krylov_dim, seed=seed, with_min_sv=min_sv_matvecs > 0,
                               min_sv_matvecs=min_sv_matvecs, with_sensitivity_norm=sensitivity_norm,
-                              readout=model.readout)
+                              rho_tol=rho_tol, readout=model.readout)
 
 
 def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None = None, tol: float | None = None,
                 sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", min_sv_matvecs: int = 400,
-                device: str = "cpu", sensitivity_norm: bool = False, cluster_samples: int = 200) -> dict:
+                device: str = "cpu", sensitivity_norm: bool = False, cluster_samples: int = 200,
+                rho_tol: float = 1e-3) -> dict:
     """Analyse the first `samples` inputs of each eval set (all, or those named in `sets`);
     write analysis/results.json and figures into the run directory; return the results."""
     run_dir = Path(run_dir)
@@ -63,7 +64,8 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None 
     for s in chosen:
         started = time.perf_counter()
         report = analyze_model(model, s.x[:samples].to(device), max_iter=max_iter, tol=tol, n_inits=n_inits,
-                               method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm)
+                               method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm,
+                               rho_tol=rho_tol)
         with torch.no_grad():  # C1: how many distinct end states do many inputs reach?
             x = s.x[:cluster_samples].to(device)
             report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iter).state)
@@ -92,6 +94,7 @@ def summary_rows(results: dict) -> list[dict[str, Any]]:
             "sensitivity": r["sensitivity"]["relative"]["median"] if "sensitivity" in r else None,
             "init_dependence": r["init_dependence"]["spread"]["median"] if "init_dependence" in r else None,
             "rho": geo.get("spectral_radius", {}).get("median"),
+            "rho_residual": geo.get("spectral_radius_residual", {}).get("max"),
             "norm": geo.get("spectral_norm", {}).get("median"),
             "sigma_min": geo.get("sigma_min_I_minus_J", {}).get("median"),
             "attracting_fp": r.get("attractors", {}).get("fixed_point_fraction"),
@@ -105,7 +108,8 @@ def summary_rows(results: dict) -> list[dict[str, Any]]:
 COLUMNS = [  # (summary_rows key, header, width, format spec)
     ("set", "set", 8, ""), ("converged", "conv", 6, ".0%"), ("cycles", "cycle", 6, ".0%"), ("iters", "iters", 6, ".0f"),
     ("final_residual", "resid", 8, ".1e"), ("spread", "spread", 7, ".3f"), ("sensitivity", "sens", 8, ".3f"),
-    ("init_dependence", "init-dep", 8, ".3f"), ("rho", "rho(J)", 7, ".3f"), ("norm", "|J|2", 7, ".2f"),
+    ("init_dependence", "init-dep", 8, ".3f"), ("rho", "rho(J)", 7, ".3f"),
+    ("rho_residual", "rho-res", 7, ".0e"), ("norm", "|J|2", 7, ".2f"),
     ("sigma_min", "smin(I-J)", 9, ".3f"), ("attracting_fp", "att.fp", 6, ".0%"),
     ("attracting_cycle", "att.cyc", 7, ".0%"), ("sensitivity_norm", "|dh/de|", 8, ".3f"), ("clusters", "states", 6, "d"),
 ]
@@ -118,8 +122,9 @@ def format_summary(results: dict) -> str:
                               for key, _, width, spec in COLUMNS))
     lines.append(f"medians over {results['samples']} samples per set. conv: r_t < {results['tol']:g} within "
                  f"{results['max_iter']} iterations of the model's own dynamics; sens: relative IFT sensitivity "
-                 "||dh*/de v|| ||e|| / ||h*||; init-dep: spread of end states from different h_0; att.fp / att.cyc: "
-                 "share of samples at an attracting fixed point (rho(J) < 1) / on an attracting cycle (Floquet "
+                 "||dh*/de v|| ||e|| / ||h*||; init-dep: spread of end states from different h_0; "
+                 "rho-res: largest Ritz residual of rho(J) (restarted to --rho-tol); att.fp / att.cyc: share of "
+                 "samples at an attracting fixed point (rho(J) < 1) / on an attracting cycle (Floquet "
                  "multipliers inside the unit circle); |dh/de|: relative operator norm (--sensitivity-norm); states: "
                  "distinct end states (1 % of the state norm apart) of up to 200 inputs")
     return "\n".join(lines)

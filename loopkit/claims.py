@@ -27,6 +27,7 @@ DIAGNOSTICS = {  # name -> (analysis section, key, statistic); what C4 correlate
     "cycles": ("reachability", "cycle_fraction", None),
     "rho": ("geometry", "spectral_radius", "median"),
     "J_norm": ("geometry", "spectral_norm", "median"),
+    "sigma_min": ("geometry", "sigma_min_I_minus_J", "median"),
     "sensitivity": ("sensitivity", "relative", "median"),
     "init_dependence": ("init_dependence", "spread", "median"),
     "spread": ("spread", "relative_spread", None),
@@ -35,6 +36,8 @@ DIAGNOSTICS = {  # name -> (analysis section, key, statistic); what C4 correlate
     "sensitivity_norm": ("sensitivity_norm", "relative", "median"),
     "retained_bits": ("end_state_clusters", "retained_bits", None),
 }
+# how far the estimates are from their stated tolerance: shown beside them, not correlated with the gain
+QUALITY = {"rho_residual": ("geometry", "spectral_radius_residual", "max")}
 ACCURACY = ("id_T", "id_best", "ood_T", "ood_best", "gain")
 SEED_KEY = "train.seed"
 LEARNT = 90.0  # ID exact (best T, %) below which a configuration has not learnt what it is judged on
@@ -69,7 +72,7 @@ def read_run(path: Path) -> Run:
     values["gain"] = values["ood_best"] - values["ood_T"]
     analysis = path / "analysis" / "results.json"
     sets = json.loads(analysis.read_text())["sets"] if analysis.is_file() else {}
-    for name, (section, key, stat) in DIAGNOSTICS.items():
+    for name, (section, key, stat) in {**DIAGNOSTICS, **QUALITY}.items():
         per_set = [s[section][key] if stat is None else s[section][key][stat]
                    for s in sets.values() if section in s and s[section].get(key) is not None]
         values[name] = float(np.mean(per_set)) if per_set else math.nan
@@ -253,14 +256,14 @@ def claims(run_dirs: list[str | Path]) -> dict[str, Any]:
              **{k: {"mean": float(np.nanmean(g.values(k))) if np.isfinite(g.values(k)).any() else None,
                     "sd": float(np.nanstd(g.values(k), ddof=1)) if np.isfinite(g.values(k)).sum() > 1 else None,
                     "per_seed": [None if not np.isfinite(v) else v for v in g.values(k).tolist()]}
-                for k in (*ACCURACY, *DIAGNOSTICS)}} for g in groups]
+                for k in (*ACCURACY, *DIAGNOSTICS, *QUALITY)}} for g in groups]
     return {"runs": [str(r.path) for r in runs], "rows": rows,
             "verdicts": {"C1": verdict_c1(groups), "C2": verdict_c2(groups), "C3": verdict_c3(groups),
                          "C4": verdict_c4(runs)}}
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    cols = (*ACCURACY, *DIAGNOSTICS)
+    cols = (*ACCURACY, *DIAGNOSTICS, *QUALITY)
     lines = ["# Claims", "", f"{len(result['runs'])} runs; mean ± sd over seeds (exact match in %).", "",
              "| configuration | seeds | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 2)]
     for row in result["rows"]:

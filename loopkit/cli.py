@@ -59,7 +59,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     result = analyze_run(args.run_dir, samples=args.samples, max_iter=args.max_iters, tol=args.tol,
                          sets=args.sets.split(",") if args.sets else None, n_inits=args.inits,
                          method=args.method, min_sv_matvecs=args.min_sv_budget, device=args.device,
-                         sensitivity_norm=args.sensitivity_norm)
+                         sensitivity_norm=args.sensitivity_norm, rho_tol=args.rho_tol)
     print(format_summary(result))
     print(f"wrote {Path(args.run_dir) / 'analysis'}/results.json, residuals.png, geometry.png, sensitivity.png")
 
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iter: the model's own dynamics; anderson: accelerated solve")
     p.add_argument("--min-sv-budget", type=int, default=400,
                    help="Jacobian products allowed for sigma_min(I - J), the costliest estimate (0: skip it)")
+    p.add_argument("--rho-tol", type=float, default=1e-3,
+                   help="Ritz residual every rho(J) estimate is restarted to (reported beside rho)")
     p.add_argument("--sensitivity-norm", action="store_true",
                    help="also ||dh*/de||_2, the worst input direction (Lanczos through IFT solves; costly)")
     p.add_argument("--device", default="cpu")

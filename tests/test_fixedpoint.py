@@ -502,6 +502,9 @@ def test_analyze_returns_json_friendly_report() -> None:
     assert geo["spectral_norm"]["max"] <= torch.linalg.matrix_norm(W, ord=2).item() + 1e-9
     assert geo["spectral_radius"]["max"] <= geo["spectral_norm"]["max"] + 1e-9
     assert len(geo["per_sample"]["spectral_radius"]) == B
+    # the residual of every rho estimate is reported beside it, with the tolerance it was run to
+    assert geo["spectral_radius_tol"] == 1e-3
+    assert geo["spectral_radius_residual"]["max"] <= 1e-3 and geo["spectral_radius_at_tol_fraction"] == 1.0
     assert len(text) > 0
     # sensitivity matches the dense IFT answer for each sample
     h_star = solve(cell, e, torch.zeros(B, d, dtype=DT), tol=1e-13, max_iter=300).h
@@ -604,3 +607,24 @@ def test_distinct_states_counts_clusters_and_retained_information() -> None:
     assert spread["clusters"] == 12 and spread["retained_bits"] == pytest.approx(1.0)
     one = distinct_states(centers[:1].expand(12, L, D))
     assert one["clusters"] == 1 and one["retained_bits"] == 0.0
+
+
+def test_geometry_restarts_rho_to_its_stated_tolerance() -> None:
+    """Nearly tied dominant eigenvalues (0.9 and 0.88 over a dense rest): one short Arnoldi cycle
+    leaves a large Ritz residual; restarting to rho_tol must reach it and the true rho."""
+    from loopkit.fixedpoint.jacobian import geometry
+
+    gen = torch.Generator().manual_seed(7)
+    Dm = torch.diag(torch.cat([torch.tensor([0.9, 0.88], dtype=DT),
+                               (torch.rand(N - 2, generator=gen, dtype=DT) * 2 - 1) * 0.86]))
+    A = _similar(Dm, gen)
+
+    def f(h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return (h.reshape(1, N) @ A.T).reshape(1, L, D) + 0 * e.sum()
+
+    h, e = torch.randn(1, L, D, generator=gen, dtype=DT), torch.zeros(1, M, dtype=DT)
+    one = geometry(f, h, e, krylov_dim=4, min_sv=False, rho_tol=1e-6, rho_restarts=0)
+    assert one["spectral_radius_residual"].item() > 1e-6  # one cycle is not enough here
+    full = geometry(f, h, e, krylov_dim=4, min_sv=False, rho_tol=1e-6, rho_restarts=400)
+    assert full["spectral_radius_residual"].item() <= 1e-6
+    assert abs(full["spectral_radius"].item() - 0.9) < 1e-3

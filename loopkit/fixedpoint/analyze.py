@@ -34,6 +34,8 @@ def analyze(
     min_sv_matvecs: int = 4000,
     krylov_dim: int = 20,
     restarts: int = 1,
+    rho_tol: float = 1e-3,
+    rho_restarts: int = 10,
     mode: str = "auto",
     seed: int = 0,
     solver_kwargs: dict | None = None,
@@ -49,6 +51,8 @@ def analyze(
       dependence check over ``n_inits`` starts.
     - ``with_min_sv`` controls sigma_min(I - J), the most expensive estimate (inner GMRES);
       ``min_sv_matvecs`` caps its Jacobian products (its residual says how far it got).
+    - rho(J) restarts Arnoldi (up to ``rho_restarts`` cycles) until every Ritz residual is at
+      most ``rho_tol``; the residuals and the share at tolerance are reported beside rho.
     - ``with_sensitivity_norm`` adds ||dh*/de||_2 (the worst direction; two solves per product).
     - With geometry, "attractors" says per sample whether the end state is an attracting fixed
       point (converged, rho(J) < 1), an attracting cycle (a period-p orbit whose monodromy has
@@ -78,10 +82,13 @@ def analyze(
         report["sensitivity"] = sensitivity(f, h_star, e, seed=seed, mode=mode).summary()
     if with_geometry:
         geo = geometry(f, h_star, e, krylov_dim=krylov_dim, restarts=restarts, min_sv=with_min_sv,
-                       min_sv_matvecs=min_sv_matvecs, mode=mode, seed=seed)
+                       min_sv_matvecs=min_sv_matvecs, rho_tol=rho_tol, rho_restarts=rho_restarts, mode=mode, seed=seed)
         rho = geo["spectral_radius"]
         summary: dict = {
             "spectral_radius": _stats(rho),
+            "spectral_radius_residual": _stats(geo["spectral_radius_residual"]),
+            "spectral_radius_tol": rho_tol,
+            "spectral_radius_at_tol_fraction": (geo["spectral_radius_residual"] <= rho_tol).double().mean().item(),
             "stable_fraction": (rho < 1).double().mean().item(),
             "complex_dominant_fraction": (geo["dominant_eigenvalue"].imag.abs() > 1e-8 * rho).double().mean().item(),
             "spectral_norm": _stats(geo["spectral_norm"]),

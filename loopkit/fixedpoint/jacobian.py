@@ -317,12 +317,20 @@ def geometry(
     restarts: int = 1,
     min_sv: bool = True,
     min_sv_matvecs: int = 4000,
+    rho_tol: float = 1e-3,
+    rho_restarts: int = 10,
     mode: str = "auto",
     seed: int = 0,
 ) -> dict[str, Tensor]:
-    """All three geometry estimates at (h, e) as per-sample tensors (one shared Linearization)."""
+    """All three geometry estimates at (h, e) as per-sample tensors (one shared Linearization).
+
+    rho(J) is run to a stated tolerance: Arnoldi restarts (up to `rho_restarts`) until every
+    sample's Ritz residual is at most `rho_tol`, because one cycle left residuals of 2e-2 to
+    1e-1 on trained sudoku models and underestimated rho by up to 0.03; the residual is
+    returned beside the value so a reader can see which estimates are not at tolerance."""
     lin = Linearization(f, h, e, mode)
-    sr = spectral_radius(lin, krylov_dim=krylov_dim, restarts=restarts, seed=seed)
+    sr = spectral_radius(lin, krylov_dim=krylov_dim, restarts=rho_restarts, tol=rho_tol, converged_share=1.0,
+                         seed=seed)
     sn = spectral_norm(lin, krylov_dim=krylov_dim, restarts=restarts, seed=seed + 1)
     out: dict[str, Tensor] = {
         "spectral_radius": sr.rho,

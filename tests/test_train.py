@@ -41,7 +41,20 @@ def test_schedule_and_plans():
     assert {plan_step(fixed, step_generator(0, s)).k for s in range(50)} == {3}
 
 
-@pytest.mark.parametrize("extra", [["model.init_state=random"], ["train.alpha=0.5", "train.bptt=3", "train.iters_min=3"]])
+def test_prefix_sums_batches_of_random_length_are_a_function_of_the_step():
+    from loopkit.tasks import build_task
+
+    task = build_task({"name": "prefix_sums", "train_length": 12, "train_length_min": 4})
+    lengths = [task.train_batch(2, step_generator(0, s))[0].shape[1] for s in range(200)]
+    assert set(lengths) == set(range(4, 13))
+    again = [task.train_batch(2, step_generator(0, s))[0].shape[1] for s in range(200)]
+    assert again == lengths
+    x, y = task.train_batch(3, step_generator(0, 5))
+    assert torch.equal(y, x.cumsum(-1) % 2)
+
+
+@pytest.mark.parametrize("extra", [["model.init_state=random"], ["train.alpha=0.5", "train.bptt=3", "train.iters_min=3",
+                                             "task.train_length_min=3"]])
 def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path, extra):
     cfg = config.load(None, TINY + ["train.steps=20"] + extra)
     train(cfg, tmp_path / "whole", progress=False)

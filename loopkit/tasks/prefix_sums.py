@@ -17,6 +17,10 @@ def prefix_parity(bits: Tensor) -> Tensor:
 @dataclass
 class PrefixSumsOptions:
     train_length: int = 32
+    # > 0: each training batch has its own length ~ U[train_length_min, train_length] (one draw per
+    # batch from the step's generator, so resume stays exact). Short batches give the carry rule a
+    # clean gradient early, before the long chains can; the model still meets train_length often.
+    train_length_min: int = 0
     eval_lengths: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
     eval_samples: int = 1000
     eval_seed: int = 1234  # fixed so every run is scored on the same strings
@@ -28,7 +32,11 @@ class PrefixSums(Task):
     num_classes = 2
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return self.sample(batch_size, self.options.train_length, generator)
+        o = self.options
+        length = o.train_length
+        if o.train_length_min:
+            length = int(torch.randint(o.train_length_min, o.train_length + 1, (), generator=generator))
+        return self.sample(batch_size, length, generator)
 
     @staticmethod
     def sample(n: int, length: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,9 @@ A header line (its first field ``PuzzleId``) is skipped and its column names are
 one the standard column order is assumed. Blank lines are skipped. Every line is checked before
 anything is returned, and the first bad one raises :class:`LichessFormatError` naming the file,
 the 1-based line and the fault (missing field, illegal FEN, an illegal or malformed move, a
-rating that is not a number), so a file is loaded whole or not at all.
+rating that is not a number, text that is not UTF-8, a stray quote that would swallow the lines
+after it into one field), so a file is loaded whole or not at all; a file with no puzzle is an
+error too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import chess
 import numpy as np
 
 from ..config import ConfigError
+from ..datafile import read_lines
 
 COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating")
 
@@ -82,38 +85,63 @@ def _parse(fields: list[str], cols: dict[str, int]) -> tuple[str, str, str, floa
     return ident, board.fen(), ucis[1], value
 
 
+def _rows(path: Path):
+    """``(line number, fields)`` of every CSV record, one record a line: a record that runs over
+    several lines (a stray ``"`` opens a field that swallows the lines after it) is an error."""
+    lines = read_lines(path, LichessFormatError)
+    reader = csv.reader((text for _, text in lines), strict=True)
+
+    def stray_quote(start: int, end: str) -> LichessFormatError:
+        return LichessFormatError(
+            f"{path}:{start}: a quote (\") opens a field that does not close on this line (the field runs on "
+            f"to {end}); puzzle fields never hold a line break: remove the quote")
+
+    try:
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                if "end of data" in str(err):  # strict mode: a quote still open at the end of the file
+                    raise stray_quote(start, "the end of the file") from None
+                if reader.line_num > start:
+                    raise stray_quote(start, f"line {reader.line_num}") from None
+                raise LichessFormatError(f"{path}:{reader.line_num}: not readable as CSV ({err})") from None
+            if reader.line_num > start:
+                raise stray_quote(start, f"line {reader.line_num}")
+            yield start, fields
+    finally:
+        lines.close()  # the file and its progress bar, also when a bad line stops the load
+
+
 def load_puzzles(path) -> LichessPuzzles:
     """Load a Lichess puzzle CSV (format in the module docstring); raises LichessFormatError.
     Only the first two moves are checked: the rest of the line does not enter the task."""
     path = Path(path)
     ids, fens, moves, ratings = [], [], [], []
     cols = {c: i for i, c in enumerate(COLUMNS)}
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drop a leading BOM
-        reader = csv.reader(f)
-        first = True
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                raise LichessFormatError(f"{path}:{reader.line_num}: not readable as CSV ({err})") from None
-            lineno = reader.line_num
-            if not fields or not "".join(fields).strip():
-                continue
-            try:
-                if first and fields[0].strip().lower() == "puzzleid":
-                    names = [x.strip().lower() for x in fields]
-                    missing = [c for c in COLUMNS if c.lower() not in names]
-                    if missing:
-                        raise ValueError(f"header lacks column(s) {', '.join(missing)}")
-                    cols = {c: names.index(c.lower()) for c in COLUMNS}
-                    first = False
-                    continue
+    first = True
+    for lineno, fields in _rows(path):
+        if not fields or not "".join(fields).strip():
+            continue
+        try:
+            if first and fields[0].strip().lower() == "puzzleid":
+                names = [x.strip().lower() for x in fields]
+                missing = [c for c in COLUMNS if c.lower() not in names]
+                if missing:
+                    raise ValueError(f"header lacks column(s) {', '.join(missing)}")
+                cols = {c: names.index(c.lower()) for c in COLUMNS}
                 first = False
-                row = _parse(fields, cols)
-            except ValueError as err:
-                raise LichessFormatError(f"{path}:{lineno}: {err}") from None
-            for out, v in zip((ids, fens, moves, ratings), row):
-                out.append(v)
+                continue
+            first = False
+            row = _parse(fields, cols)
+        except ValueError as err:
+            raise LichessFormatError(f"{path}:{lineno}: {err}") from None
+        for out, v in zip((ids, fens, moves, ratings), row):
+            out.append(v)
+    if not ids:
+        what = "it is empty or holds only blank lines" if first else "it holds only a header"
+        raise LichessFormatError(f"{path}: no puzzle in the file ({what})")
     return LichessPuzzles(ids, fens, moves, np.array(ratings, dtype=np.float64))

@@ -12,8 +12,9 @@ skipped. Examples::
 Every line is checked before anything is returned, and the first bad one raises
 :class:`SudokuFormatError` naming the file, the 1-based line and the fault: wrong length, bad
 character, givens that contradict each other, a solution that is invalid or disagrees with the
-givens, and (``check_solvable=True``) a puzzle with no solution. An optional field (id, rating,
-solution) present on one line must be present on all, so arrays never hold silent fillers.
+givens, text that is not UTF-8, and (``check_solvable=True``) a puzzle with no solution; a file
+with no puzzle is an error too. An optional field (id, rating, solution) present on one line must
+be present on all, so arrays never hold silent fillers.
 
 A CSV with a header line (the form of the public Kaggle and Hugging Face dumps, e.g.
 ``id,puzzle,solution,clues,difficulty`` or ``quizzes,solutions``) is read by column name instead:
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datafile import read_lines
 from .solver import first_conflict, solve_cells
 
 _SEP = re.compile(r"[\s,]+")
@@ -56,6 +58,10 @@ class Puzzles:
     solutions: np.ndarray | None = None
     ids: list[str] | None = None
     ratings: np.ndarray | None = None
+    # check_solvable on a file without solutions: a solution the loader's search found for each
+    # puzzle, and whether it found several (the file then fixes no unique answer)
+    solved: np.ndarray | None = None
+    multiple: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.puzzles)
@@ -75,8 +81,8 @@ def _cells(tok: str, what: str, blanks: bool) -> list[int]:
 
 
 def _is_rating(tok: str) -> bool:
-    if len(tok) > 16:  # a long digit string is a mangled solution, not a number
-        return False
+    if len(tok) > 16 and tok.isdigit():  # a mangled solution, not a number (but 17-digit
+        return False  # float reprs such as 4.1234567890123456, which save_puzzles writes, are)
     try:
         return math.isfinite(float(tok))
     except ValueError:
@@ -84,8 +90,12 @@ def _is_rating(tok: str) -> bool:
 
 
 def _parse_line(line: str, check_solvable: bool):
-    """(id, puzzle cells, rating, solution cells) of one line; ValueError when malformed."""
+    """(id, puzzle cells, rating, solution cells, found) of one line; ValueError when malformed.
+    ``found``: for a line without solution and ``check_solvable``, the search's solutions (one, or
+    two when the puzzle has several), so that no caller solves the puzzle again."""
     tokens = [t for t in _SEP.split(line.strip()) if t]
+    if not tokens:
+        raise ValueError("no puzzle on the line, only separators")
     if len(tokens[0]) == 81:
         ident, rest = None, tokens
     elif len(tokens) > 1 and len(tokens[1]) == 81:
@@ -118,9 +128,12 @@ def _parse_line(line: str, check_solvable: bool):
                     f"solution disagrees with the given at row {k // 9 + 1}, column {k % 9 + 1}"
                     f" (given {p}, solution {s})"
                 )
-    elif check_solvable and not solve_cells(puzzle, 1)[0]:
-        raise ValueError("puzzle has no solution")
-    return ident, puzzle, rating, solution
+    found = None
+    if solution is None and check_solvable:
+        found = solve_cells(puzzle, 2)[0]  # limit 2: also tells a puzzle with several solutions
+        if not found:
+            raise ValueError("puzzle has no solution")
+    return ident, puzzle, rating, solution, found
 
 
 def _header_columns(line: str) -> dict[str, int] | None:
@@ -153,49 +166,55 @@ def _reorder(line: str, columns: dict[str, int]) -> str:
 def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
     """Load a puzzle file (format in the module docstring); raises SudokuFormatError.
 
-    ``check_solvable`` solves every puzzle that comes without a solution, to reject those with
-    none (about 0.3 ms a puzzle for hard ones). Uniqueness is not required; test it with
-    ``solve(puzzle, limit=2)`` where it matters.
+    ``check_solvable`` searches every puzzle that comes without a solution, to reject those with
+    none (about 0.4 ms a puzzle), and keeps what it found in ``solved`` and ``multiple`` (a
+    puzzle with more than one solution); puzzles that come with a solution are not searched.
     """
     path = Path(path)
     rows = []
     fields = None  # which optional fields the first puzzle line has
     columns = None  # role -> column index, when the file starts with a header line
-    with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: drop a leading BOM
-        for lineno, line in enumerate(f, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            try:
-                if fields is None and columns is None:
-                    columns = _header_columns(text)
-                    if columns is not None:
-                        continue
+    for lineno, line in read_lines(path, SudokuFormatError):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            if fields is None and columns is None:
+                columns = _header_columns(text)
                 if columns is not None:
-                    text = _reorder(text, columns)
-                row = _parse_line(text, check_solvable)
-                has = (row[0] is not None, row[2] is not None, row[3] is not None)
-                if fields is None:
-                    fields = has
-                elif has != fields:
-                    names = ("an id", "a rating", "a solution")
-                    k = next(i for i in range(3) if has[i] != fields[i])
-                    raise ValueError(
-                        f"{'has' if has[k] else 'lacks'} {names[k]}, unlike the lines before it"
-                    )
-            except ValueError as e:
-                raise SudokuFormatError(f"{path}:{lineno}: {e}") from None
-            rows.append(row)
+                    continue
+            if columns is not None:
+                text = _reorder(text, columns)
+            row = _parse_line(text, check_solvable)
+            has = (row[0] is not None, row[2] is not None, row[3] is not None)
+            if fields is None:
+                fields = has
+            elif has != fields:
+                names = ("an id", "a rating", "a solution")
+                k = next(i for i in range(3) if has[i] != fields[i])
+                raise ValueError(
+                    f"{'has' if has[k] else 'lacks'} {names[k]}, unlike the lines before it"
+                )
+        except ValueError as e:
+            raise SudokuFormatError(f"{path}:{lineno}: {e}") from None
+        rows.append(row)
+    if not rows:
+        what = "only a header" if columns is not None else "no line other than blank lines and # comments"
+        raise SudokuFormatError(f"{path}: no puzzle in the file (it holds {what})")
     n = len(rows)
-    has_id, has_rating, has_solution = fields or (False, False, False)
-    puzzles = np.array([r[1] for r in rows], dtype=np.int8).reshape(n, 81)
+    has_id, has_rating, has_solution = fields
+    searched = rows[0][4] is not None
+
+    def grids(k: int) -> np.ndarray:
+        return np.array([r[k] for r in rows], dtype=np.int8).reshape(n, 81)
+
     return Puzzles(
-        puzzles=puzzles,
-        solutions=np.array([r[3] for r in rows], dtype=np.int8).reshape(n, 81)
-        if has_solution
-        else None,
+        puzzles=grids(1),
+        solutions=grids(3) if has_solution else None,
         ids=[r[0] for r in rows] if has_id else None,
         ratings=np.array([r[2] for r in rows], dtype=np.float64) if has_rating else None,
+        solved=np.array([r[4][0] for r in rows], dtype=np.int8).reshape(n, 81) if searched else None,
+        multiple=np.array([len(r[4]) > 1 for r in rows]) if searched else None,
     )
 
 

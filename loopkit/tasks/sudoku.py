@@ -4,11 +4,17 @@ Difficulty is the generator's graded level (clues and solver effort, `loopkit.su
 or, for a puzzle file the user gives, its rating split into buckets. A predicted grid counts as
 *valid* when it is a correct sudoku that keeps every given: puzzles have unique solutions, so
 this is the same as exact match on well-formed puzzles, and it needs no stored solution.
+
+A user's file may hold puzzles with several solutions, whose target is then only one of them; a
+valid grid solves such a puzzle too, so ``exact`` counts a valid grid as solved (on a puzzle with
+one solution, valid already implies exact, so this changes nothing there), and loading a file
+warns, once, how many of its puzzles have several solutions where the file gives none.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError
-from ..sudoku import generator, io, solver
+from ..sudoku import generator, io
 from ..sudoku.augment import augment
 from .base import EvalSet, Task
 
@@ -79,7 +85,7 @@ class Sudoku(Task):
         o = self.options
         cache = Path(o.cache_dir).expanduser() if o.cache_dir else Path.home() / ".cache" / "loopkit" / "sudoku"
         puzzles, solutions, _ = generator.generate(level, n, seed, workers=o.workers or os.cpu_count() or 1,
-                                                   cache_dir=cache)
+                                                   cache_dir=cache, read_only=self.cache_read_only)
         return torch.as_tensor(puzzles, dtype=torch.long), torch.as_tensor(solutions, dtype=torch.long)
 
     def train_batch(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -107,16 +113,21 @@ class Sudoku(Task):
         scores = super().correct(logits, y)
         if x is not None:
             scores["valid"] = valid_grids(logits.argmax(-1) + 1, x).float()
+            # another solution of a puzzle with several is solved too (module docstring)
+            scores["exact"] = torch.maximum(scores["exact"], scores["valid"])
         return scores
 
 
 def file_sets(path: Path, buckets: list[float]) -> list[EvalSet]:
     """A user's puzzle file as eval sets: one per rating bucket when it is rated and buckets are
-    given, else one. Targets come from the file's solutions, or from the solver (unique puzzles)."""
+    given, else one. Targets come from the file's solutions, or from the loader's search, which
+    also counts the puzzles with several solutions (a warning on stderr; see the module docstring)."""
     loaded = io.load_puzzles(path)
-    solutions = loaded.solutions
-    if solutions is None:
-        solutions = np.stack([solver.solve(p, limit=1).solutions[0] for p in loaded.puzzles])
+    solutions = loaded.solutions if loaded.solutions is not None else loaded.solved
+    several = int(loaded.multiple.sum()) if loaded.multiple is not None else 0
+    if several:
+        print(f"loopkit: warning: {path}: {several} of {len(loaded)} puzzles have more than one solution and "
+              "the file gives none; any valid grid counts as solved for them (exact)", file=sys.stderr)
     x = torch.as_tensor(loaded.puzzles, dtype=torch.long)
     y = torch.as_tensor(solutions, dtype=torch.long) - 1
     if loaded.ratings is None or not buckets:

@@ -20,7 +20,7 @@ from loopkit.model import LoopedTransformer
 from loopkit.tasks import build_task
 from loopkit.train import train
 
-SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chess" / "lichess_puzzles_1000.csv"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "chess" / "lichess_puzzles_1000.csv"  # CC0, data/README.md
 TINY = pipeline.PipelineSettings(max_depth=4, play_nodes=300, max_ply=40, games_per_shard=1)
 
 
@@ -33,7 +33,6 @@ def _have_engine() -> bool:
 
 
 needs_engine = pytest.mark.skipif(not _have_engine(), reason="Stockfish not found (apt-get install stockfish)")
-needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"Lichess sample {SAMPLE} not present")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +139,6 @@ def test_bad_grade_ranges_are_named():
 
 
 # -- Lichess loader -----------------------------------------------------------------------------
-@needs_sample
 def test_lichess_sample_loads_with_the_setup_move_applied():
     loaded = load_puzzles(SAMPLE)
     assert len(loaded) == 1000
@@ -316,10 +314,9 @@ def test_training_and_evaluation_run_on_chess(made, tmp_path):
         "train.iters=3", "train.batch_size=8", "train.steps=30", "train.warmup_steps=2", "train.threads=1",
         "train.log_every=10", "train.eval_every=30", "train.ckpt_every=30", "eval.iters=6",
     ]
-    if SAMPLE.is_file():
-        rows = SAMPLE.read_text().splitlines()[:41]
-        (tmp_path / "lichess.csv").write_text("\n".join(rows) + "\n")
-        overrides += [f"task.eval_files=[{tmp_path / 'lichess.csv'}]", "task.rating_buckets=[1500]"]
+    rows = SAMPLE.read_text().splitlines()[:41]
+    (tmp_path / "lichess.csv").write_text("\n".join(rows) + "\n")
+    overrides += [f"task.eval_files=[{tmp_path / 'lichess.csv'}]", "task.rating_buckets=[1500]"]
     cfg = config.load(None, overrides)
     last = train(cfg, tmp_path / "run", progress=False)
     assert np.isfinite(last["loss"]) and "val/grade1-4/exact" in last
@@ -327,7 +324,6 @@ def test_training_and_evaluation_run_on_chess(made, tmp_path):
     curves = result["curves"]["grade1-4"]
     assert len(curves["exact"]) == 6 and {"illegal", "legal_exact", "token"} <= set(curves)
     assert all(a <= b + 1e-9 for a, b in zip(curves["exact"], curves["legal_exact"]))
-    if SAMPLE.is_file():
-        assert {"lichess:-1500", "lichess:1500-"} <= set(result["curves"])
+    assert {"lichess:-1500", "lichess:1500-"} <= set(result["curves"])
     early = evaluate_until_converged(tmp_path / "run", max_iters=4)
     assert 1 <= early["sets"]["grade1-4"]["mean_iters"] <= 4

@@ -27,7 +27,7 @@ from loopkit.sudoku import (
 )
 from loopkit.sudoku import generator as generator_module
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sudoku"
+DATA = Path(__file__).resolve().parents[1] / "data" / "sudoku"  # public domain, data/README.md
 
 # A well-known hard puzzle (one solution, needs guessing for a singles-only solver).
 HARD = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"
@@ -320,10 +320,8 @@ def test_unsolvable_allowed_without_check(tmp_path):
     assert len(load_puzzles(path, check_solvable=False)) == 1
 
 
-def test_shared_real_file_loads():
-    path = SHARED / "sudoku_exchange_graded.txt"
-    if not path.exists():
-        pytest.skip(f"shared sudoku data not found at {SHARED}")
+def test_real_sudoku_file_loads():
+    path = DATA / "sudoku_exchange_graded.txt"
     data = load_puzzles(path)
     n = len(data)
     assert n > 1000 and data.solutions is None

@@ -55,6 +55,24 @@ def test_quote_left_open_at_the_end_of_a_lichess_csv(tmp_path):
         assert words in _error(load_lichess, path, LichessFormatError)
 
 
+def test_two_rows_run_together_are_an_error_not_a_lost_row(tmp_path):
+    """A lost line break made one row of two; the columns the loader reads came from the first,
+    so before, the second puzzle vanished (and a sudoku CSV's rating became 2.28)."""
+    path = tmp_path / "merged.csv"
+    for text, load, error, words in [
+        (HEAD + ROWS[0].rstrip("\n") + ROWS[1] + ROWS[2], load_lichess, LichessFormatError,
+         "merged.csv:2: has 17 fields, more than the 9 of the header"),
+        (ROWS[0] + ROWS[1].rstrip("\n") + ROWS[2], load_lichess, LichessFormatError,
+         "merged.csv:2: has 17 fields, more than the 9 of line 1"),
+        (f"id,puzzle,solution,rating\n7,{PUZ},{SOL},2.2" + f"8,{PUZ},{SOL},0.5\n", load_puzzles, SudokuFormatError,
+         "merged.csv:2: 7 columns, the header has only 4"),
+    ]:
+        path.write_text(text)
+        assert words in _error(load, path, error)
+    path.write_text(HEAD + ROWS[0].replace("\n", ",,\n"))  # empty fields past the header's are harmless
+    assert len(load_lichess(path)) == 1
+
+
 ENCODINGS = {  # name: (file bytes from good text, line the error names, words it must hold)
     "latin-1": (lambda t: t.replace("x", "\xe9", 1).encode("latin-1"), None, "not UTF-8 text: byte 0xe9"),
     "utf-16": (lambda t: t.encode("utf-16"), 1, "UTF-16 text"),

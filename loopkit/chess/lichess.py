@@ -123,6 +123,7 @@ def load_puzzles(path) -> LichessPuzzles:
     ids, fens, moves, ratings = [], [], [], []
     cols = {c: i for i, c in enumerate(COLUMNS)}
     first = True
+    width, source = 0, ""  # fields of the header (or else of the first row): later rows have no more
     for lineno, fields in _rows(path):
         if not fields or not "".join(fields).strip():
             continue
@@ -134,8 +135,13 @@ def load_puzzles(path) -> LichessPuzzles:
                     raise ValueError(f"header lacks column(s) {', '.join(missing)}")
                 cols = {c: names.index(c.lower()) for c in COLUMNS}
                 first = False
+                width, source = len(fields), "the header"
                 continue
             first = False
+            if not width:
+                width, source = len(fields), f"line {lineno}"
+            if any(f.strip() for f in fields[width:]):  # two rows run together: the second would be lost
+                raise ValueError(f"has {len(fields)} fields, more than the {width} of {source} (two lines run together?)")
             row = _parse(fields, cols)
         except ValueError as err:
             raise LichessFormatError(f"{path}:{lineno}: {err}") from None

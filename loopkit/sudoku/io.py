@@ -154,12 +154,15 @@ def _header_columns(line: str) -> dict[str, int] | None:
     return columns
 
 
-def _reorder(line: str, columns: dict[str, int]) -> str:
-    """A named-column CSV row as a plain line: id, puzzle, solution, rating."""
+def _reorder(line: str, columns: dict[str, int], width: int) -> str:
+    """A named-column CSV row as a plain line: id, puzzle, solution, rating. Cells beyond the
+    header's ``width`` must be empty: two rows run together would otherwise lose the second."""
     cells = [c.strip() for c in line.split(",")]
     needed = max(columns.values()) + 1
     if len(cells) < needed:
         raise ValueError(f"{len(cells)} columns, the header has at least {needed}")
+    if any(cells[width:]):
+        raise ValueError(f"{len(cells)} columns, the header has only {width} (two lines run together?)")
     return " ".join(cells[columns[r]] for r in ("id", "puzzle", "solution", "rating") if r in columns)
 
 
@@ -174,6 +177,7 @@ def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
     rows = []
     fields = None  # which optional fields the first puzzle line has
     columns = None  # role -> column index, when the file starts with a header line
+    width = 0  # the header's number of columns
     for lineno, line in read_lines(path, SudokuFormatError):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -182,9 +186,10 @@ def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
             if fields is None and columns is None:
                 columns = _header_columns(text)
                 if columns is not None:
+                    width = text.count(",") + 1
                     continue
             if columns is not None:
-                text = _reorder(text, columns)
+                text = _reorder(text, columns, width)
             row = _parse_line(text, check_solvable)
             has = (row[0] is not None, row[2] is not None, row[3] is not None)
             if fields is None:

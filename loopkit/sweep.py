@@ -8,6 +8,9 @@ A sweep file:
     axes:                                      # the grid: every combination of these values
       model.recall: [none, standard, internal]
       model.norm: [pre, outer]
+    variants:                                  # named override sets, crossed with the axes (optional):
+      internal: [model.recall=internal]        #   for controls that are not a full grid
+      internal_h0input: [model.recall=internal, model.init_state=input]
     seeds: [0, 1, 2]                           # train.seed of each run (default [0])
     stages: [train, eval, analyze]             # default: all three
     eval_args: [--iters, "160"]                # extra `loopkit eval` arguments (optional)
@@ -45,7 +48,7 @@ from . import checkpoint, config
 from .config import ConfigError
 
 STAGES = ("train", "eval", "analyze")
-KEYS = {"base", "overrides", "axes", "seeds", "stages", "eval_args", "analyze_args"}
+KEYS = {"base", "overrides", "axes", "variants", "seeds", "stages", "eval_args", "analyze_args"}
 
 
 @dataclass
@@ -115,13 +118,18 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
     if not isinstance(stages, list) or not stages or any(s not in STAGES for s in stages):
         raise ConfigError(f"{path}: 'stages' must be a list drawn from {', '.join(STAGES)}, got {stages!r}")
     common = _string_list(raw, "overrides", path)
+    variants = raw.get("variants") or {}
+    if not isinstance(variants, dict) or not all(isinstance(k, str) and k.replace("_", "").isalnum()
+                                                 for k in variants):
+        raise ConfigError(f"{path}: 'variants' maps a name (letters, digits, _) to a list of overrides, got {variants!r}")
+    variants = {name: _string_list(variants, name, path) for name in variants} or {"": []}
     points = []
-    for values in itertools.product(*axes.values()):
+    for (variant, extra), values in itertools.product(variants.items(), itertools.product(*axes.values())):
         for seed in seeds:
             switches = [f"{key}={_value_text(v)}" for key, v in zip(axes, values)] + [f"train.seed={seed}"]
-            name = "_".join(f"{key.split('.')[-1]}-{_value_text(v)}" for key, v in zip(axes, values))
-            name = f"{name}_seed-{seed}" if name else f"seed-{seed}"
-            overrides = common + switches
+            parts = [variant] * bool(variant) + [f"{key.split('.')[-1]}-{_value_text(v)}" for key, v in zip(axes, values)]
+            name = "_".join([*parts, f"seed-{seed}"])
+            overrides = common + extra + switches
             try:
                 config.load(base, overrides)
             except ConfigError as err:

@@ -48,6 +48,19 @@ def test_sweep_names_runs_by_their_switches_and_checks_every_config_first(tmp_pa
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
 
 
+def test_named_variants_are_crossed_with_the_axes_and_seeds(tmp_path):
+    spec = write_sweep(tmp_path / "v.yaml", axes={"model.norm": ["outer"]}, seeds=[0, 1],
+                       variants={"standard": ["model.recall=standard"],
+                                 "internal_h0input": ["model.recall=internal", "model.init_state=input"]})
+    sweep = load_sweep(spec, tmp_path / "out")
+    # (write_sweep's yaml.safe_dump sorts the variant names: the sweep keeps the file's order)
+    assert [p.name for p in sweep.points] == ["internal_h0input_norm-outer_seed-0", "internal_h0input_norm-outer_seed-1",
+                                              "standard_norm-outer_seed-0", "standard_norm-outer_seed-1"]
+    assert {"model.recall=internal", "model.init_state=input", "train.seed=1"} <= set(sweep.points[1].overrides)
+    with pytest.raises(ConfigError, match="'variants' maps a name"):
+        load_sweep(write_sweep(tmp_path / "w.yaml", variants={"a b": []}), tmp_path / "out")
+
+
 def test_killed_sweep_rerun_equals_an_uninterrupted_one_and_a_third_run_redoes_nothing(tmp_path):
     spec = write_sweep(tmp_path / "s.yaml")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -124,8 +124,9 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
         raise ConfigError(f"{path}: 'variants' maps a name (letters, digits, _) to a list of overrides, got {variants!r}")
     variants = {name: _string_list(variants, name, path) for name in variants} or {"": []}
     points = []
-    for (variant, extra), values in itertools.product(variants.items(), itertools.product(*axes.values())):
-        for seed in seeds:
+    # seed-major order: a sweep stopped part-way has every configuration at the first seeds
+    for seed in seeds:
+        for (variant, extra), values in itertools.product(variants.items(), itertools.product(*axes.values())):
             switches = [f"{key}={_value_text(v)}" for key, v in zip(axes, values)] + [f"train.seed={seed}"]
             parts = [variant] * bool(variant) + [f"{key.split('.')[-1]}-{_value_text(v)}" for key, v in zip(axes, values)]
             name = "_".join([*parts, f"seed-{seed}"])

@@ -37,9 +37,9 @@ def metrics(run_dir: Path) -> list[dict]:
 
 def test_sweep_names_runs_by_their_switches_and_checks_every_config_first(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1]), tmp_path / "out")
-    assert [p.name for p in sweep.points] == ["recall-standard_seed-0", "recall-standard_seed-1",
-                                              "recall-internal_seed-0", "recall-internal_seed-1"]
-    assert "train.seed=1" in sweep.points[1].overrides
+    assert [p.name for p in sweep.points] == ["recall-standard_seed-0", "recall-internal_seed-0",
+                                              "recall-standard_seed-1", "recall-internal_seed-1"]
+    assert "train.seed=1" in sweep.points[2].overrides
     bad = write_sweep(tmp_path / "bad.yaml", axes={"model.norm": ["outer", "sideways"]})
     with pytest.raises(ConfigError, match="run norm-sideways_seed-0: model.norm: 'sideways' is not allowed"):
         load_sweep(bad, tmp_path / "out2")
@@ -54,9 +54,9 @@ def test_named_variants_are_crossed_with_the_axes_and_seeds(tmp_path):
                                  "internal_h0input": ["model.recall=internal", "model.init_state=input"]})
     sweep = load_sweep(spec, tmp_path / "out")
     # (write_sweep's yaml.safe_dump sorts the variant names: the sweep keeps the file's order)
-    assert [p.name for p in sweep.points] == ["internal_h0input_norm-outer_seed-0", "internal_h0input_norm-outer_seed-1",
-                                              "standard_norm-outer_seed-0", "standard_norm-outer_seed-1"]
-    assert {"model.recall=internal", "model.init_state=input", "train.seed=1"} <= set(sweep.points[1].overrides)
+    assert [p.name for p in sweep.points] == ["internal_h0input_norm-outer_seed-0", "standard_norm-outer_seed-0",
+                                              "internal_h0input_norm-outer_seed-1", "standard_norm-outer_seed-1"]
+    assert {"model.recall=internal", "model.init_state=input", "train.seed=1"} <= set(sweep.points[2].overrides)
     with pytest.raises(ConfigError, match="'variants' maps a name"):
         load_sweep(write_sweep(tmp_path / "w.yaml", variants={"a b": []}), tmp_path / "out")
 

@@ -24,7 +24,7 @@ class ModelConfig:
     width: int = 64
     heads: int = 4
     mlp_ratio: float = 4.0
-    layers: int = 1  # layers per loop iteration ("k" in DESIGN.md)
+    layers: int = 1  # layers per loop iteration ("K" in docs/design.md, "The model")
     # both: at the block's entry and between attention and MLP (internal recall whose attention
     # also sees the input and positions: the control for internal recall's empty first attention)
     recall: Literal["none", "standard", "internal", "both"] = "standard"
@@ -32,7 +32,7 @@ class ModelConfig:
     norm: Literal["pre", "post", "outer", "peri"] = "outer"
     # layernorm: on prefix sums, rmsnorm with outer/post norm diverged at lr >= 1e-3 where layernorm trained
     norm_type: Literal["rmsnorm", "layernorm"] = "layernorm"
-    # auto: the input itself when recall is none (forced by DESIGN.md), zeros otherwise
+    # auto: the input itself when recall is none (forced: docs/design.md, "Recall"), zeros otherwise
     init_state: Literal["auto", "zeros", "input", "random"] = "auto"
     # relative: learned per-head bias on the clipped relative offset (length-free, extrapolates);
     # learned: absolute embeddings (fixed-size boards only); grid: learned row + column + box

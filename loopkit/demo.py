@@ -1,6 +1,6 @@
 """`loopkit demo`: the README's main job. Trains a recall + outer-norm model and a no-recall model
 on 32-bit prefix sums, evaluates both on 32 ... 512 bits with up to 4x the training iterations,
-and prints the extrapolation table (DESIGN.md claims C1 and C2 in one screen)."""
+and prints the extrapolation table (claims C1 and C2 of docs/design.md, "Claims", in one screen)."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, 
 
 
 def relative_residual(h: Tensor, prev: Tensor, eps: float = 1e-12) -> Tensor:
-    """Per-sample ||h - prev|| / ||prev||: the fixed-point residual r_t of DESIGN.md."""
+    """Per-sample ||h - prev|| / ||prev||: the fixed-point residual r_t (docs/design.md, "Test-time compute")."""
     return (h - prev).flatten(1).norm(dim=1) / prev.flatten(1).norm(dim=1).clamp_min(eps)
 
 

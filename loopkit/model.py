@@ -1,5 +1,5 @@
 """The looped transformer: one weight-tied block Φ iterated T times on a state h, with the
-input's embedding e recalled into every iteration (DESIGN.md, "The model").
+input's embedding e recalled into every iteration (docs/design.md, "The model").
 
     e = Embed(x);  h_0 = init(e);  h_{t+1} = Φ(h_t; e);  logits_t = Head(h_t)
 

@@ -1,5 +1,5 @@
-"""Training: AdamW, warmup + cosine, clipping, and the loop recipes of DESIGN.md (progressive
-loss, truncated backprop, randomized T), on one CPU or many GPUs (torchrun + DDP) unchanged.
+"""Training: AdamW, warmup + cosine, clipping, and the loop recipes of docs/design.md, "Training"
+(progressive loss, truncated backprop, randomized T), on one CPU or many GPUs (torchrun + DDP) unchanged.
 
 Reproducibility and exact resumption come from one rule: everything random about step s (the
 batch, T, n, k) is drawn from a generator seeded by (seed, s, rank). A resumed run therefore needs

@@ -1,4 +1,4 @@
-"""Prefix sums: a string of bits -> its running parity. Difficulty = length (DESIGN.md)."""
+"""Prefix sums: a string of bits -> its running parity. Difficulty = length (docs/design.md, "Prefix sums")."""
 
 from __future__ import annotations
 

@@ -210,12 +210,13 @@ def _run_ray(sweep: Sweep, pending: list[Point], workers: int, threads: int, add
 
 
 def run_sweep(path: str | Path, out: str | Path, workers: int = 1, progress: bool = True,
-              backend: str = "local", address: str | None = None) -> list[tuple[str, str]]:
-    """Run every pending stage of every point; returns the failures as (run, reason)."""
+              backend: str = "local", address: str | None = None, threads: int = 0) -> list[tuple[str, str]]:
+    """Run every pending stage of every point; returns the failures as (run, reason). `threads`
+    per run (0: the machine's cores split between the workers)."""
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend: {backend!r} is not allowed; choose one of local, ray")
     sweep = load_sweep(path, out)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     pending = [p for p in sweep.points if not all(stage_done(p, s, sweep.base) for s in sweep.stages)]
     failures: list[tuple[str, str]] = []
     bar = tqdm(total=len(sweep.points), initial=len(sweep.points) - len(pending), desc="sweep", unit="run",

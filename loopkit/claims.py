@@ -66,8 +66,10 @@ def read_run(path: Path) -> Run:
     summary = res["summary"]
     names = list(summary)
     first, rest = summary[names[0]], [summary[n] for n in names[1:]]
-    values = {"id_T": 100 * first["exact_at_train_T"], "id_best": 100 * first["best_exact"]}
-    values["ood_T"] = 100 * float(np.mean([s["exact_at_train_T"] for s in rest])) if rest else math.nan
+    # exact_at_train_T is None (null) when the run was evaluated short of its training T: nan here
+    at_t = [math.nan if s.get("exact_at_train_T") is None else s["exact_at_train_T"] for s in (first, *rest)]
+    values = {"id_T": 100 * at_t[0], "id_best": 100 * first["best_exact"]}
+    values["ood_T"] = 100 * float(np.mean(at_t[1:])) if rest else math.nan
     values["ood_best"] = 100 * float(np.mean([s["best_exact"] for s in rest])) if rest else math.nan
     values["gain"] = values["ood_best"] - values["ood_T"]
     analysis = path / "analysis" / "results.json"

@@ -57,8 +57,10 @@ def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "e
     keys = sorted({k for m in switches for k in m})
     differing = [k for k in keys if len({json.dumps(m.get(k)) for m in switches}) > 1]
     sets = list(dict.fromkeys(name for res in results for name in res.get("curves", {})))
+    # the training T's column stays when a run stops short of it (--iters below T): "–", not gone
     cols = [(s, k, head) for s in sets for k, head in MULTIPLES
-            if any(_at(res, s, metric, k) is not None for res in results)]
+            if any(_at(res, s, metric, k) is not None for res in results)
+            or k == 1 and any(metric in res.get("curves", {}).get(s, {}) for res in results)]
     if not cols:
         raise ConfigError(f"no run has metric {metric!r}; the eval results hold "
                           f"{sorted({m for res in results for c in res.get('curves', {}).values() for m in c})}")

@@ -55,6 +55,7 @@ def extrapolation_table(results: dict[str, dict]) -> str:
         cells = []
         for r in results.values():
             row = r["summary"][s]
-            cells.append(f"{100 * row['exact_at_train_T']:9.1f}% {100 * row['exact_at_max_T']:10.1f}%")
+            at_t = row["exact_at_train_T"]  # None when evaluated short of the training T
+            cells.append(("      n/a " if at_t is None else f"{100 * at_t:9.1f}%") + f" {100 * row['exact_at_max_T']:10.1f}%")
         lines.append(f"{s[3:]:>8} | " + " | ".join(cells))
     return "\n".join(lines)

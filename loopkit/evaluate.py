@@ -106,13 +106,14 @@ def output_change(now: tuple[Tensor, Tensor | None],
 
 def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> dict[str, dict[str, float]]:
     """Exact match at the training T and at the largest T, plus the best T (an oracle choice,
-    labelled as such)."""
+    labelled as such). `exact_at_train_T` is None when the curve stops short of the training T
+    (`--iters` below it): never the value at another T."""
     table = {}
     for name, c in curves.items():
         exact = c["exact"]
         best = max(range(len(exact)), key=lambda i: exact[i])
         table[name] = {
-            "exact_at_train_T": exact[min(train_iters, len(exact)) - 1],
+            "exact_at_train_T": exact[train_iters - 1] if 1 <= train_iters <= len(exact) else None,
             **{f"exact_at_{k}x_T": exact[k * train_iters - 1] for k in (2, 4) if k * train_iters <= len(exact)},
             "exact_at_max_T": exact[-1],
             "token_at_max_T": c["token"][-1],
@@ -192,12 +193,14 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:
-    """Exact match per set at the training T, 2x and 4x it (when evaluated), the largest T and the best T."""
+    """Exact match per set at the training T, 2x and 4x it (when evaluated), the largest T and the
+    best T; n/a where a set's value is missing (None: the training T lies beyond the largest T)."""
     cols = [("exact_at_train_T", "@train T"), ("exact_at_2x_T", "@2x T"), ("exact_at_4x_T", "@4x T"),
             ("exact_at_max_T", "@max T"), ("best_exact", "best")]
     cols = [(k, h) for k, h in cols if all(k in s for s in summary.values())]
     width = max([10, *(len(n) for n in summary)])
     lines = [f"{'set':>{width}} " + " ".join(f"{h:>9}" for _, h in cols) + f" {'best T':>7}"]
     for name, s in summary.items():
-        lines.append(f"{name:>{width}} " + " ".join(f"{100 * s[k]:8.1f}%" for k, _ in cols) + f" {s['best_T']:7d}")
+        cells = ("      n/a" if s[k] is None else f"{100 * s[k]:8.1f}%" for k, _ in cols)
+        lines.append(f"{name:>{width}} " + " ".join(cells) + f" {s['best_T']:7d}")
     return "\n".join(lines)

@@ -3,13 +3,19 @@ grows (only its (N, T) tables grow), and the summary never reports another T's v
 training T's."""
 
 import gc
+import json
 
+import pytest
 import torch
 
-from loopkit import config
-from loopkit.evaluate import trace_set
+from loopkit import cli, config
+from loopkit.claims import read_run
+from loopkit.compare import compare
+from loopkit.demo import extrapolation_table
+from loopkit.evaluate import format_table, summarize, trace_set
 from loopkit.model import LoopedTransformer
 from loopkit.tasks import build_task
+from loopkit.train import train
 from test_train import TINY
 
 
@@ -59,3 +65,45 @@ def test_trace_is_the_same_whatever_the_batch_size():
     assert torch.equal(whole.changed, parts.changed)
     torch.testing.assert_close(whole.residual, parts.residual)
     torch.testing.assert_close(whole.prob_change, parts.prob_change)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny run trained with T = 6 (two steps: what it learnt does not matter here)."""
+    path = tmp_path_factory.mktemp("eval") / "run"
+    train(config.load(None, TINY + ["train.steps=2"]), path, progress=False)
+    return path
+
+
+def test_summary_has_no_training_T_value_when_evaluated_short_of_it():
+    """Curves to T = 3 of a model trained with T = 6: the value at T = 3 (here 100 %) was reported
+    as the training T's."""
+    curves = {"len8": {"exact": [0.0, 0.5, 1.0], "token": [0.5, 0.8, 1.0]}}
+    row = summarize(curves, train_iters=6)["len8"]
+    assert row["exact_at_train_T"] is None and "exact_at_2x_T" not in row
+    assert row["exact_at_max_T"] == 1.0 and row["best_T"] == 3
+    assert summarize(curves, train_iters=3)["len8"]["exact_at_train_T"] == 1.0
+    assert summarize(curves, train_iters=2)["len8"]["exact_at_train_T"] == 0.5
+    head, line = format_table(summarize(curves, train_iters=6)).splitlines()
+    assert head.split()[:3] == ["set", "@train", "T"]
+    assert line.split() == ["len8", "n/a", "100.0%", "100.0%", "3"]
+
+
+def test_eval_short_of_the_training_T_says_n_a_everywhere(run, capsys):
+    assert cli.main(["eval", str(run), "--iters", "3", "--out", "short"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["set", "@train", "T", "@max", "T"]
+    assert [line.split()[1] for line in table[1:3]] == ["n/a", "n/a"]
+    saved = json.loads((run / "short" / "results.json").read_text())
+    assert saved["train_iters"] == 6 and saved["max_iters"] == 3
+    assert all(s["exact_at_train_T"] is None for s in saved["summary"].values())
+    assert '"exact_at_train_T": null' in (run / "short" / "results.json").read_text()
+    # compare keeps the training T's column, empty; the demo table says n/a; claims read it as unknown
+    lines = compare([run], out_name="short").splitlines()
+    assert lines[1] == "| run | len8 @T | len16 @T |" and lines[3] == "| run | – | – |"
+    assert "n/a" in extrapolation_table({"run": saved})
+    (run / "eval").mkdir(exist_ok=True)  # what the claims read
+    (run / "eval" / "results.json").write_text(json.dumps(saved))
+    values = read_run(run).values
+    assert values["id_T"] != values["id_T"] and values["ood_T"] != values["ood_T"]  # nan
+    assert values["id_best"] == 100 * saved["summary"]["len8"]["best_exact"]

@@ -39,30 +39,20 @@ def _decode(line: bytes, first: bool) -> tuple[str, str]:
         return "", _fault(line, err.start)
 
 
-def read_text(path, error: type[Exception]) -> str:
-    """A whole (small) file as text; raises ``error("PATH:LINE: ...")`` at the first bad line."""
-    raw = Path(path).read_bytes()
-    if b"\x00" not in raw:
-        try:
-            return raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            pass
-    for lineno, line in enumerate(raw.splitlines(keepends=True), 1):
-        _, fault = _decode(line, lineno == 1)
-        if fault:
-            raise error(f"{path}:{lineno}: {fault}")
-    raise error(f"{path}: not UTF-8 text (save it as UTF-8)")  # unreachable: some line fails
-
-
 def read_lines(path, error: type[Exception]) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` of every line of ``path``: 1-based, the newline kept, a leading
     BOM dropped. A line that is not UTF-8 text raises ``error("PATH:LINE: ...")``."""
     from tqdm import tqdm
 
     path = Path(path)
+    try:
+        size = os.path.getsize(path)
+        f = open(path, "rb")
+    except OSError as err:
+        raise error(f"{path}: cannot be read ({err.strerror or err})") from None
     # disable=None: off when stderr is not a terminal; delay: no bar for a quick load
-    with open(path, "rb") as f, tqdm(total=os.path.getsize(path), desc=f"reading {path.name}", unit="B",
-                                      unit_scale=True, disable=None, delay=PROGRESS_AFTER_S, leave=False) as bar:
+    with f, tqdm(total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, disable=None,
+                 delay=PROGRESS_AFTER_S, leave=False) as bar:
         for lineno, line in enumerate(f, 1):
             text, fault = _decode(line, lineno == 1)
             if fault:

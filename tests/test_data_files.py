@@ -117,6 +117,12 @@ def test_sudoku_file_without_puzzles_is_an_error(tmp_path, text, words):
     assert f"none.txt: no puzzle in the file (it holds {words}" in _error(load_puzzles, path, SudokuFormatError)
 
 
+def test_a_folder_or_missing_file_is_a_format_error(tmp_path):
+    for load, error in [(load_puzzles, SudokuFormatError), (load_lichess, LichessFormatError)]:
+        assert "cannot be read (Is a directory)" in _error(load, tmp_path, error)
+        assert "cannot be read (No such file or directory)" in _error(load, tmp_path / "gone.txt", error)
+
+
 def test_a_line_of_separators_only_is_a_format_error(tmp_path):
     """Before: IndexError from inside the parser."""
     path = tmp_path / "commas.txt"

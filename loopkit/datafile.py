@@ -33,6 +33,11 @@ def _decode(line: bytes, first: bool) -> tuple[str, str]:
     """(text, "") or ("", fault) for one line; a UTF-8 BOM is dropped from the first."""
     if b"\x00" in line:
         return "", _fault(line, None)
+    cr = line.find(b"\r")
+    if 0 <= cr < len(line.rstrip(b"\r\n")):  # a line break readers split on, but we do not
+        column = len(line[:cr].decode("utf-8", errors="replace")) + 1
+        return "", (f"a carriage return (\\r) at column {column} inside the line: lines must end in \\n "
+                    "or \\r\\n (old Mac line ends? save the file with Unix or Windows ones)")
     try:
         return line.decode("utf-8-sig" if first else "utf-8"), ""
     except UnicodeDecodeError as err:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ConfigError
 from ..datafile import read_lines
 from .solver import first_conflict, solve_cells
 
@@ -46,8 +47,9 @@ _COLUMNS = {  # header name -> role, for CSVs that name their columns
 _PUZZLE_CHARS = b"0123456789."
 
 
-class SudokuFormatError(ValueError):
-    """A line of a sudoku file is malformed; the message names the file and line."""
+class SudokuFormatError(ConfigError):
+    """A line of a sudoku file is malformed; the message names the file and line. A ConfigError,
+    like every user-input error, so the CLI prints it as one line."""
 
 
 @dataclass
@@ -263,3 +265,22 @@ def save_puzzles(path, puzzles, solutions=None, ids=None, ratings=None) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def parse_grid(text: str) -> list[int]:
+    """One puzzle written as 81 characters (digits, '0' or '.' for blanks) -> 81 cells (0 = blank)."""
+    try:
+        return _cells(text.strip(), "puzzle", blanks=True)
+    except ValueError as err:
+        raise SudokuFormatError(str(err)) from None
+
+
+def format_grid(cells: list[int]) -> str:
+    """A 9 x 9 board as text with box rules ('.' for a blank)."""
+    rows = []
+    for r in range(9):
+        if r and r % 3 == 0:
+            rows.append("------+-------+------")
+        row = cells[9 * r:9 * r + 9]
+        rows.append(" | ".join(" ".join(str(d) if d else "." for d in row[c:c + 3]) for c in (0, 3, 6)))
+    return "\n".join(rows)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import ConfigError
+
 
 @dataclass
 class EvalSet:
@@ -27,6 +29,9 @@ class Task:
     Options: ClassVar[type]
     vocab_size: int
     num_classes: int
+    # True when the cache folder came from a run folder's stored config and lies outside the run:
+    # data found there is used, data made is not written there (loopkit.runfolder)
+    cache_read_only: bool = False
 
     def __init__(self, options):
         self.options = options
@@ -37,11 +42,26 @@ class Task:
     def eval_sets(self) -> list[EvalSet]:
         """The difficulty ladder, made once (from a fixed seed) and reused."""
         if not hasattr(self, "_eval_sets"):
-            self._eval_sets = self.make_eval_sets()
+            sets = self.make_eval_sets()
+            names = [s.name for s in sets]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:  # results are keyed by name: one set would silently replace the other
+                raise ConfigError(f"eval set name(s) {', '.join(twice)} occur twice (two eval files of one name, or "
+                                  "one level written twice?); rename a file or drop the repeat")
+            self._eval_sets = sets
         return self._eval_sets
 
     def make_eval_sets(self) -> list[EvalSet]:
         raise NotImplementedError
+
+    def parse_input(self, text: str) -> Tensor:
+        """One input written as text (a task's own notation) -> (L,) token ids; bad text is a
+        ConfigError saying what is wrong. Used by `loopkit.load(...)` for notebook inputs."""
+        raise ConfigError(f"task {type(self).__name__} reads no text inputs; give token ids as a tensor")
+
+    def format_output(self, x: Tensor, answer: Tensor) -> str:
+        """One input (L,) and its decoded answer (the argmax per output position) as text."""
+        return f"input {x.tolist()}\nanswer {answer.tolist()}"
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), ignore_index=-100)

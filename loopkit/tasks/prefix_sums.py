@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..config import ConfigError
 from .base import EvalSet, Task
 
 
@@ -51,6 +52,15 @@ class PrefixSums(Task):
         if o.train_length_min:
             length = int(torch.randint(o.train_length_min, o.train_length + 1, (), generator=generator))
         return self.sample(batch_size, length, generator, split="train")
+
+    def parse_input(self, text: str) -> Tensor:
+        bits = text.strip()
+        if not bits or set(bits) - {"0", "1"}:
+            raise ConfigError(f"a prefix-sums input is a string of 0s and 1s, got {text!r}")
+        return torch.tensor([int(c) for c in bits])
+
+    def format_output(self, x: Tensor, answer: Tensor) -> str:
+        return f"bits   {''.join(map(str, x.tolist()))}\nparity {''.join(map(str, answer.tolist()))}"
 
     def trained_lengths(self) -> range:
         o = self.options

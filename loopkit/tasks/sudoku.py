@@ -109,6 +109,16 @@ class Sudoku(Task):
             sets.extend(file_sets(Path(path), o.rating_buckets))
         return sets
 
+    def parse_input(self, text: str) -> Tensor:
+        return torch.tensor(io.parse_grid(text))
+
+    def format_output(self, x: Tensor, answer: Tensor) -> str:
+        """The puzzle and the model's grid side by side in text (answer: digit - 1 per cell)."""
+        solved = (answer + 1).tolist()
+        valid = bool(valid_grids(answer.reshape(1, 81) + 1, x.reshape(1, 81))[0])
+        left, right = io.format_grid(x.tolist()).splitlines(), io.format_grid(solved).splitlines()
+        return "\n".join(f"{a}    {b}" for a, b in zip(left, right)) + f"\n{'valid' if valid else 'not valid'} solution"
+
     def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
         scores = super().correct(logits, y)
         if x is not None:

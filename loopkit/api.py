@@ -1,0 +1,101 @@
+"""`loopkit.load(run_dir)`: a trained run as one object for notebooks and scripts.
+
+The CLI writes files; a researcher at a notebook wants the model in hand: predict at a chosen T,
+watch the answer and the residual evolve iteration by iteration, and diagnose one input's fixed
+point. Inputs can be tensors of token ids or the task's own text (a bit string, an 81-character
+sudoku, a FEN), which the task parses and checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import Config
+from .model import LoopedTransformer
+from .tasks import Task
+
+
+@dataclass
+class Trace:
+    """One input batch followed for `max_iters` iterations (t = 1 .. max_iters)."""
+
+    answers: Tensor  # (T, B, ...) the decoded answer (argmax) after every iteration
+    residuals: Tensor  # (T, B) relative residual ||h_t - h_{t-1}|| / ||h_{t-1}||
+
+    def settled_at(self) -> list[int]:
+        """Per input, the first t from which the answer equals every later one up to T (T itself
+        when it still changed at the last iteration: more iterations would tell)."""
+        same_as_last = (self.answers == self.answers[-1]).flatten(2).all(-1)  # (T, B)
+        trailing = same_as_last.flip(0).int().cumprod(0).sum(0)  # iterations at the end already settled
+        return (len(self.answers) - trailing + 1).tolist()
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with its task and config (`load`)."""
+
+    run_dir: Path
+    config: Config
+    task: Task
+    model: LoopedTransformer
+    step: int
+
+    @property
+    def train_iters(self) -> int:
+        return self.config.train.iters
+
+    def inputs(self, x: Tensor | str | list[str]) -> Tensor:
+        """Token ids (B, L) from a tensor, or from one or more inputs written as the task's text."""
+        if isinstance(x, Tensor):
+            return x if x.dim() == 2 else x.unsqueeze(0)
+        texts = [x] if isinstance(x, str) else list(x)
+        return torch.stack([self.task.parse_input(t) for t in texts])
+
+    @torch.no_grad()
+    def predict(self, x: Tensor | str | list[str], max_iters: int | None = None) -> Tensor:
+        """The decoded answer (argmax per position) after `max_iters` iterations (default: the training T)."""
+        self.model.eval()
+        out = self.model(self.inputs(x), max_iters or self.train_iters)
+        return self.task.output_logits(out.logits).argmax(-1)
+
+    @torch.no_grad()
+    def trace(self, x: Tensor | str | list[str], max_iters: int | None = None) -> Trace:
+        """The answer and the residual after every iteration, in one pass (O(1) state memory)."""
+        self.model.eval()
+        tokens = self.inputs(x)
+        prev = self.model.initial_state(self.model.encode(tokens))
+        answers, residuals = [], []
+        for h in self.model.trajectory(tokens, max_iters or 4 * self.train_iters, h0=prev):
+            size = prev.flatten(1).norm(dim=1)  # 0 when h_0 = 0: r_1 is then undefined (NaN)
+            residuals.append((h - prev).flatten(1).norm(dim=1) / torch.where(size > 0, size, torch.nan))
+            answers.append(self.task.output_logits(self.model.readout(h)).argmax(-1))
+            prev = h
+        return Trace(torch.stack(answers), torch.stack(residuals))
+
+    def show(self, x: Tensor | str, answer: Tensor) -> str:
+        """One input and its answer as the task writes them (a board, a bit string, a move)."""
+        return self.task.format_output(self.inputs(x)[0], answer.reshape(-1))
+
+    def diagnose(self, x: Tensor | str | list[str], **options: Any) -> dict[str, Any]:
+        """The fixed-point diagnostics of these inputs (what `loopkit analyze` reports per set):
+        reachability, attractors, rho(J) with its residual, ||J||, sigma_min(I - J), sensitivity,
+        initial-state dependence. `options` go to `loopkit.analysis.analyze_model`."""
+        from .analysis import analyze_model
+
+        options.setdefault("max_iter", self.config.eval_iters())
+        options.setdefault("tol", self.config.eval.tol)
+        self.model.requires_grad_(False)
+        return analyze_model(self.model, self.inputs(x), **options)
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
+    """The latest checkpoint of a run folder (loads weights only: no code runs from the folder)."""
+    from .evaluate import load_run
+
+    cfg, task, model, step = load_run(run_dir, device)
+    return LoadedRun(Path(run_dir), cfg, task, model.eval(), step)

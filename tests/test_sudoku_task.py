@@ -45,6 +45,18 @@ def test_train_batches_are_valid_and_reproducible(small):
     assert y1.min() >= 0 and y1.max() <= 8 and valid_grids(y1 + 1, x1).all()
 
 
+def test_training_never_sees_an_eval_puzzle(small, capsys):
+    """With the training seed equal to the eval seed, the easy eval puzzles are the first training
+    puzzles: they must be left out of the pool, and none of the remaining ones may be an eval puzzle."""
+    task = build_task(config.load(None, small + ["task.seed=1234", "task.train_size=20"]).task)
+    task.train_batch(4, torch.Generator().manual_seed(0))
+    pool = {tuple(p) for p in task._train[0].tolist()}
+    held = {tuple(p) for s in task.eval_sets() for p in s.x.tolist()}
+    assert pool and not pool & held
+    assert len(pool) == 20 - 8  # the 8 easy eval puzzles came out of the 20
+    assert "8 training puzzle(s) equal an eval puzzle" in capsys.readouterr().err
+
+
 def test_rated_file_becomes_one_eval_set_per_bucket(small, tmp_path):
     puzzles, solutions, _ = generate("easy", 6, seed=4, workers=1, progress=False)
     path = tmp_path / "mine.txt"

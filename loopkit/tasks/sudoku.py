@@ -90,7 +90,8 @@ class Sudoku(Task):
 
     def train_batch(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         if self._train is None:
-            self._train = self._generate(self.options.train_level, self.options.train_size, self.options.seed)
+            self._train = self.without_eval_puzzles(
+                *self._generate(self.options.train_level, self.options.train_size, self.options.seed))
         puzzles, solutions = self._train
         idx = torch.randint(0, len(puzzles), (batch_size,), generator=g)
         x, sol = puzzles[idx], solutions[idx]
@@ -98,6 +99,17 @@ class Sudoku(Task):
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=g)))
             x, sol = (torch.as_tensor(a, dtype=torch.long) for a in augment(x.numpy(), sol.numpy(), rng))
         return x, sol - 1
+
+    def without_eval_puzzles(self, puzzles: Tensor, solutions: Tensor) -> tuple[Tensor, Tensor]:
+        """The training pool minus every puzzle (same givens) of the generated eval sets, so train
+        and test are disjoint by construction, not merely by their different seeds. (Puzzles equal
+        up to a symmetry are not matched; augmentation could map a training puzzle onto one.)"""
+        held = {tuple(p) for s in self.eval_sets()[:len(self.options.eval_levels)] for p in s.x.tolist()}
+        keep = torch.tensor([tuple(p) not in held for p in puzzles.tolist()], dtype=torch.bool)
+        if not keep.all():
+            print(f"loopkit: {int((~keep).sum())} training puzzle(s) equal an eval puzzle and are left out",
+                  file=sys.stderr)
+        return puzzles[keep], solutions[keep]
 
     def make_eval_sets(self) -> list[EvalSet]:
         o = self.options

@@ -158,6 +158,14 @@ def test_cli_prints_a_bad_data_file_as_one_line(tmp_path, capsys):
     assert status == 2 and err.count("\n") == 1 and err.startswith(f"loopkit: error: {path}:2: not UTF-8"), err
 
 
+def test_a_bad_eval_file_fails_before_any_puzzle_is_generated(tmp_path, monkeypatch):
+    path = tmp_path / "bad.txt"
+    path.write_text(PUZ[:80] + "\n")
+    monkeypatch.setattr(Sudoku, "_generate", lambda *a: pytest.fail("generated before reading the file"))
+    with pytest.raises(SudokuFormatError, match="bad.txt:1"):
+        Sudoku(SudokuOptions(eval_files=[str(path)])).eval_sets()
+
+
 # -- sudoku puzzles with several solutions ------------------------------------------------------
 def _onehot(grid: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.as_tensor(grid, dtype=torch.long) - 1, 9).float()

@@ -113,13 +113,13 @@ class Sudoku(Task):
 
     def make_eval_sets(self) -> list[EvalSet]:
         o = self.options
+        # the user's files first: a bad one fails before any generation, which can take minutes
+        files = [s for path in o.eval_files for s in file_sets(Path(path), o.rating_buckets)]
         sets = []
         for i, level in enumerate(o.eval_levels):
             x, sol = self._generate(level, o.eval_samples, o.eval_seed + i)
             sets.append(EvalSet(level, x, sol - 1))
-        for path in o.eval_files:
-            sets.extend(file_sets(Path(path), o.rating_buckets))
-        return sets
+        return sets + files
 
     def parse_input(self, text: str) -> Tensor:
         return torch.tensor(io.parse_grid(text))

@@ -19,6 +19,7 @@ from . import fixedpoint
 from .config import ConfigError
 from .evaluate import load_run
 from .model import LoopedTransformer
+from .progress import advance, job
 
 
 def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: float, n_inits: int = 3,
@@ -28,7 +29,11 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: fl
     `n_inits - 1` random unit-variance states (the scale of a normalized state)."""
     if not model.cfg.tied:
         raise ConfigError("an untied stack applies a different block at every depth: it has no fixed-point map")
-    f, e, h0 = model.fixed_point_map(x)
+    step, e, h0 = model.fixed_point_map(x)
+
+    def f(h: Tensor, e: Tensor) -> Tensor:  # every application of the map is a step of the progress bar
+        advance()
+        return step(h, e)
 
     def starts(k: int) -> Tensor:
         if k == 0:
@@ -45,9 +50,10 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: fl
 def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None = None, tol: float | None = None,
                 sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", min_sv_matvecs: int = 400,
                 device: str = "cpu", sensitivity_norm: bool = False, cluster_samples: int = 200,
-                rho_tol: float = 1e-3) -> dict:
+                rho_tol: float = 1e-3, progress: bool | None = None) -> dict:
     """Analyse the first `samples` inputs of each eval set (all, or those named in `sets`);
-    write analysis/results.json and figures into the run directory; return the results."""
+    write analysis/results.json and figures into the run directory; return the results.
+    `progress`: a bar per set on stderr counting applications of the map (None: when stderr is a terminal)."""
     run_dir = Path(run_dir)
     cfg, task, model, step = load_run(run_dir, device)
     model.requires_grad_(False)
@@ -61,11 +67,12 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None 
         chosen = [s for s in chosen if s.name in sets]
     results: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "max_iter": max_iter, "tol": tol,
                                "method": method, "samples": samples, "sets": {}}
-    for s in chosen:
+    for i, s in enumerate(chosen, 1):
         started = time.perf_counter()
-        report = analyze_model(model, s.x[:samples].to(device), max_iter=max_iter, tol=tol, n_inits=n_inits,
-                               method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm,
-                               rho_tol=rho_tol)
+        with job(f"analyze {s.name} ({i}/{len(chosen)} sets)", "step", progress=progress):
+            report = analyze_model(model, s.x[:samples].to(device), max_iter=max_iter, tol=tol, n_inits=n_inits,
+                                   method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm,
+                                   rho_tol=rho_tol)
         with torch.no_grad():  # C1: how many distinct end states do many inputs reach?
             x = s.x[:cluster_samples].to(device)
             report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iter).state)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .compare import load_results, run_switches
+from .progress import advance, job
 from .config import ConfigError
 
 DIAGNOSTICS = {  # name -> (analysis section, key, statistic); what C4 correlates with the gain
@@ -106,7 +107,10 @@ def bootstrap_ci(statistic, *samples: np.ndarray, paired: bool = False, n: int =
             return [s[idx] for s in samples]
         return [s[rng.integers(0, len(s), len(s))] for s in samples]
 
-    draws = [statistic(*resample()) for _ in range(n)]
+    draws = []
+    for _ in range(n):
+        draws.append(statistic(*resample()))
+        advance()  # the open progress bar, if any (claims: all the draws of every verdict)
     draws = [d for d in draws if np.isfinite(d)]
     if not draws:
         return math.nan, math.nan
@@ -249,7 +253,9 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
 
 
 # -- the report ------------------------------------------------------------------------------------
-def claims(run_dirs: list[str | Path]) -> dict[str, Any]:
+def claims(run_dirs: list[str | Path], progress: bool | None = None) -> dict[str, Any]:
+    """Per configuration the mean +- sd over seeds, and a verdict per claim. `progress`: a bar of
+    the bootstrap draws on stderr (None: when stderr is a terminal)."""
     runs = [read_run(Path(p)) for p in run_dirs]
     if not runs:
         raise ConfigError("loopkit claims needs at least one evaluated run")
@@ -259,9 +265,10 @@ def claims(run_dirs: list[str | Path]) -> dict[str, Any]:
                     "sd": float(np.nanstd(g.values(k), ddof=1)) if np.isfinite(g.values(k)).sum() > 1 else None,
                     "per_seed": [None if not np.isfinite(v) else v for v in g.values(k).tolist()]}
                 for k in (*ACCURACY, *DIAGNOSTICS, *QUALITY)}} for g in groups]
-    return {"runs": [str(r.path) for r in runs], "rows": rows,
-            "verdicts": {"C1": verdict_c1(groups), "C2": verdict_c2(groups), "C3": verdict_c3(groups),
-                         "C4": verdict_c4(runs)}}
+    with job("claims: bootstrap", "draw", progress=progress):
+        verdicts = {"C1": verdict_c1(groups), "C2": verdict_c2(groups), "C3": verdict_c3(groups),
+                    "C4": verdict_c4(runs)}
+    return {"runs": [str(r.path) for r in runs], "rows": rows, "verdicts": verdicts}
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -297,8 +304,8 @@ def finite_or_none(x: Any) -> Any:
     return x
 
 
-def write_claims(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
-    result = claims(run_dirs)
+def write_claims(run_dirs: list[str | Path], out: str | Path, progress: bool | None = None) -> dict[str, Any]:
+    result = claims(run_dirs, progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "claims.json").write_text(json.dumps(finite_or_none(result), indent=1, allow_nan=False))

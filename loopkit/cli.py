@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import config
 from .checkpoint import CheckpointError
+from .progress import enabled, set_quiet
 from .sudoku.io import SudokuFormatError
 from .train import TrainingDiverged
 
@@ -18,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config.load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-    last = train(cfg, run_dir, resume=args.resume, allow_changes=args.allow_changes)
+    last = train(cfg, run_dir, resume=args.resume, allow_changes=args.allow_changes, progress=enabled())
     print(json.dumps(last))
     print(f"run directory: {run_dir}")
 
@@ -225,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="folder for the two runs")
     p.add_argument("--fresh", action="store_true", help="discard earlier demo runs in --out instead of resuming them")
     p.set_defaults(fn=cmd_demo)
+    for name in ("train", "eval", "analyze", "claims", "report", "demo"):  # the commands that can take a while
+        sub.choices[name].add_argument("--quiet", action="store_true",
+                                       help="no progress bars on stderr (never shown when stderr is not a terminal)")
     return parser
 
 
@@ -245,6 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_quiet(getattr(args, "quiet", False))  # progress bars off for this command (loopkit.progress)
     try:
         status = args.fn(args)
     except (config.ConfigError, CheckpointError, SudokuFormatError, TrainingDiverged) as err:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import checkpoint, config
 from .evaluate import evaluate_run
+from .progress import enabled
 from .train import train
 
 DEMO_MODELS = {
@@ -34,7 +35,7 @@ def run_demo(out: Path, fresh: bool = False) -> dict[str, dict]:
         done = checkpoint.latest(run_dir) is not None and checkpoint.read_state(checkpoint.latest(run_dir))["step"] >= cfg.train.steps
         if not done:
             print(f"[demo] training {name} ({' '.join(overrides)}) -> {run_dir}")
-            train(cfg, run_dir, resume=(run_dir / "config.yaml").exists())
+            train(cfg, run_dir, resume=(run_dir / "config.yaml").exists(), progress=enabled())
         train_s = time.perf_counter() - started
         started = time.perf_counter()
         results[name] = evaluate_run(run_dir)

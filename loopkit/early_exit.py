@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .evaluate import SetTrace, output_change, output_state, relative_residual
 from .model import LoopedTransformer
+from .progress import advance, job, note
 
 RULES = ("residual", "stable", "either")
 TOLERANCES = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)  # residual tolerances replayed by `compute_curve`
@@ -73,6 +74,7 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
     prev_out = out = None
     for t in range(1, max_iters + 1):
         h_next = model.step(h, e, pattern, t - 1)
+        advance()  # the open progress bar, if any (evaluate_until_converged: one per set)
         fired = torch.zeros(h.shape[0], dtype=torch.bool, device=x.device)
         if rule != "stable":
             fired |= relative_residual(h_next, h) < tol
@@ -86,9 +88,11 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
             idx, keep = active[done], ~done
             final[idx], used[idx], converged[idx] = h_next[done], t, fired[done]
             h, e, active = h_next[keep], e[keep], active[keep]
+            note(f"{x.shape[0] - active.numel()}/{x.shape[0]} of the batch stopped")
             if watch:
                 streak, prev_out = streak[keep], tuple(None if v is None else v[keep] for v in out)
             if not active.numel():
+                advance(max_iters - t)  # the iterations the batch no longer needs
                 break
         else:
             h, prev_out = h_next, out
@@ -97,13 +101,15 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
 
 def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_iters: int | None = None,
                              device: str = "cpu", batch_size: int | None = None,
-                             overrides: list[str] | tuple[str, ...] = (), out_name: str = "eval") -> dict[str, Any]:
+                             overrides: list[str] | tuple[str, ...] = (), out_name: str = "eval",
+                             progress: bool | None = None) -> dict[str, Any]:
     """`loopkit eval --until-converged`: every eval set with per-sample early exit under the rule
     of `eval.halt` (`eval.stable_k`, `eval.prob_tol`); writes <out_name>/until_converged.json.
     Wall time is measured, since here finished samples really stop, and CPU time of this process
     too (on a machine shared with other jobs it varies less than wall time). `tol=0` never fires the
     residual rule, so `rule=residual, tol=0` runs a fixed T = max_iters on the same code path:
-    the fair wall-time baseline."""
+    the fair wall-time baseline. `progress`: a bar per set on stderr (None: when stderr is a
+    terminal), in iterations (a batch that stops early skips the rest of its share)."""
     from .evaluate import load_run
 
     run_dir = Path(run_dir)
@@ -116,12 +122,15 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
     for s in task.eval_sets():
         started, cpu_started = time.perf_counter(), time.process_time()
         scores: dict[str, list[Tensor]] = {}
-        for lo in range(0, len(s.x), batch_size):
-            x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
-            logits, used, converged = run_until_converged(model, x, tol, max_iters, rule, k, prob_tol,
-                                                          task.output_logits)
-            for m, v in {**task.correct(logits, y, x), "iters": used.double(), "converged": converged.double()}.items():
-                scores.setdefault(m, []).append(v.cpu())
+        with job(f"eval {s.name} (until converged)", "iter", total=-(-len(s.x) // batch_size) * max_iters,
+                 progress=progress):
+            for lo in range(0, len(s.x), batch_size):
+                x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
+                logits, used, converged = run_until_converged(model, x, tol, max_iters, rule, k, prob_tol,
+                                                              task.output_logits)
+                for m, v in {**task.correct(logits, y, x), "iters": used.double(),
+                             "converged": converged.double()}.items():
+                    scores.setdefault(m, []).append(v.cpu())
         cat = {m: torch.cat(v) for m, v in scores.items()}
         sets[s.name] = {"exact": cat["exact"].mean().item(), "token": cat["token"].mean().item(),
                         "mean_iters": cat["iters"].mean().item(), "max_iters_used": int(cat["iters"].max()),

@@ -17,6 +17,7 @@ from torch import Tensor
 from . import checkpoint
 from .config import Config, override_for_eval
 from .model import LoopedTransformer
+from .progress import advance, job
 from .tasks import EvalSet, Task, build_task
 
 
@@ -71,6 +72,7 @@ def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, 
                 if metric not in scores:
                     scores[metric] = torch.empty(n, max_iters, dtype=score.dtype, device=device)
                 scores[metric][lo:hi, t] = score
+            advance()  # the open progress bar, if any (evaluate_run: one per set)
         del prev, prev_out, logits, out
     return SetTrace({m: v.cpu() for m, v in scores.items()}, residual.cpu(), changed.cpu(), prob_change.cpu())
 
@@ -160,8 +162,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
 
 def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str = "cpu",
                  batch_size: int | None = None, overrides: list[str] | tuple[str, ...] = (),
-                 out_name: str = "eval") -> dict[str, Any]:
-    """Accuracy vs T on every eval set; writes RUN_DIR/<out_name>/results.json and plots."""
+                 out_name: str = "eval", progress: bool | None = None) -> dict[str, Any]:
+    """Accuracy vs T on every eval set; writes RUN_DIR/<out_name>/results.json and plots.
+    `progress`: a bar per set on stderr (None: when stderr is a terminal; `loopkit.progress`)."""
     run_dir = Path(run_dir)
     cfg, task, model, step = load_run(run_dir, device, overrides)
     max_iters = max_iters or cfg.eval_iters()
@@ -169,8 +172,11 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
         max_iters = len(model.blocks)
     from .early_exit import compute_curve, plot_compute
 
-    traces = {s.name: trace_set(model, task, s, max_iters, batch_size or cfg.eval.batch_size, torch.device(device))
-              for s in task.eval_sets()}
+    batch_size = batch_size or cfg.eval.batch_size
+    traces = {}
+    for s in task.eval_sets():  # progress: iterations of every batch of the set
+        with job(f"eval {s.name}", "iter", total=-(-len(s.x) // batch_size) * max_iters, progress=progress):
+            traces[s.name] = trace_set(model, task, s, max_iters, batch_size, torch.device(device))
     curves = {name: {m: tr.curve(m) for m in tr.scores} for name, tr in traces.items()}
     compute = compute_curve(traces)
     result = {

@@ -113,11 +113,11 @@ def _scatter_figure(runs) -> str | None:
     return _figure_uri(fig)
 
 
-def build_report(run_dirs: list[Path]) -> str:
+def build_report(run_dirs: list[Path], progress: bool | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    result = claims(run_dirs)
+    result = claims(run_dirs, progress)
     runs = [read_run(Path(p)) for p in run_dirs]
     groups = group_runs(runs)
     sets = list(_curves(runs[0].path)["summary"])
@@ -147,11 +147,11 @@ exact match in %; ID = {html.escape(sets[0])}, OOD = mean of {html.escape(', '.j
 """
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+def write_report(run_dirs: list[str | Path], out: str | Path, progress: bool | None = None) -> Path:
     runs = [Path(r) for r in run_dirs if (Path(r) / "eval" / "results.json").is_file()]
     if not runs:
         raise ConfigError(f"none of {' '.join(map(str, run_dirs))} is an evaluated run (no eval/results.json)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(runs))
+    out.write_text(build_report(runs, progress))
     return out

@@ -1,18 +1,22 @@
 """What `loopkit eval` reports and what it costs: the per-sample trace stays flat in memory as T
-grows (only its (N, T) tables grow), and the summary never reports another T's value as the
-training T's."""
+grows (only its (N, T) tables grow), the summary never reports another T's value as the
+training T's, and the slow commands show progress on a terminal only, never under --quiet."""
 
 import gc
+import io
 import json
+import shutil
+import sys
+from importlib import resources
 
 import pytest
 import torch
 
-from loopkit import cli, config
+from loopkit import cli, config, progress
 from loopkit.claims import read_run
 from loopkit.compare import compare
 from loopkit.demo import extrapolation_table
-from loopkit.evaluate import format_table, summarize, trace_set
+from loopkit.evaluate import evaluate_run, format_table, summarize, trace_set
 from loopkit.model import LoopedTransformer
 from loopkit.tasks import build_task
 from loopkit.train import train
@@ -38,17 +42,18 @@ def test_trace_keeps_no_tensor_per_iteration(monkeypatch):
     iteration, the live tensors must not grow with t."""
     task, model = untrained()
     s = task.eval_sets()[0]
-    seen, correct = [], task.correct
+    T, calls, seen, correct = 24, [], {}, task.correct
 
     def counting(logits, y, x=None):
-        seen.append(live_tensors())
+        calls.append(1)
+        if len(calls) in (2, T):  # (a full count per iteration is slow)
+            seen[len(calls)] = live_tensors()
         return correct(logits, y, x)
 
     monkeypatch.setattr(task, "correct", counting)
-    T = 24
     trace = trace_set(model, task, s, T, len(s.x), torch.device("cpu"))
-    assert len(seen) == T
-    assert seen[-1] == seen[1], f"live tensors grew from {seen[1]} to {seen[-1]} over {T - 2} iterations"
+    assert len(calls) == T
+    assert seen[T] == seen[2], f"live tensors grew from {seen[2]} to {seen[T]} over {T - 2} iterations"
     n = len(s.x)  # what the trace keeps: (N, T) per quantity, nothing larger
     tables = [*trace.scores.values(), trace.residual, trace.changed, trace.prob_change]
     assert all(t.shape == (n, T) for t in tables)
@@ -72,6 +77,7 @@ def run(tmp_path_factory):
     """A tiny run trained with T = 6 (two steps: what it learnt does not matter here)."""
     path = tmp_path_factory.mktemp("eval") / "run"
     train(config.load(None, TINY + ["train.steps=2"]), path, progress=False)
+    evaluate_run(path, progress=False)
     return path
 
 
@@ -89,7 +95,7 @@ def test_summary_has_no_training_T_value_when_evaluated_short_of_it():
     assert line.split() == ["len8", "n/a", "100.0%", "100.0%", "3"]
 
 
-def test_eval_short_of_the_training_T_says_n_a_everywhere(run, capsys):
+def test_eval_short_of_the_training_T_says_n_a_everywhere(run, capsys, tmp_path):
     assert cli.main(["eval", str(run), "--iters", "3", "--out", "short"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:5] == ["set", "@train", "T", "@max", "T"]
@@ -102,8 +108,51 @@ def test_eval_short_of_the_training_T_says_n_a_everywhere(run, capsys):
     lines = compare([run], out_name="short").splitlines()
     assert lines[1] == "| run | len8 @T | len16 @T |" and lines[3] == "| run | – | – |"
     assert "n/a" in extrapolation_table({"run": saved})
-    (run / "eval").mkdir(exist_ok=True)  # what the claims read
-    (run / "eval" / "results.json").write_text(json.dumps(saved))
-    values = read_run(run).values
+    short = tmp_path / "short_run"  # what the claims read: eval/results.json beside config.yaml
+    (short / "eval").mkdir(parents=True)
+    shutil.copy(run / "config.yaml", short)
+    (short / "eval" / "results.json").write_text(json.dumps(saved))
+    values = read_run(short).values
     assert values["id_T"] != values["id_T"] and values["ood_T"] != values["ood_T"]  # nan
     assert values["id_best"] == 100 * saved["summary"]["len8"]["best_exact"]
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal: where progress bars belong."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+CONFIG = str(resources.files("loopkit") / "configs" / "prefix_sums.yaml")
+COMMANDS = {  # command line -> the start of its progress bar
+    "train": (lambda run: ["train", CONFIG, "--run-dir", str(run.parent / "trained"), *TINY, "train.steps=2"],
+              "train:"),
+    "eval": (lambda run: ["eval", str(run), "--out", "again", "--force"], "eval len8:"),
+    "until-converged": (lambda run: ["eval", str(run), "--until-converged", "--out", "again", "--force"],
+                        "eval len8 (until converged):"),
+    "analyze": (lambda run: ["analyze", str(run), "--sets", "len8", "--samples", "2", "--inits", "1",
+                             "--min-sv-budget", "0", "--rho-tol", "1", "--max-iters", "8"], "analyze len8 (1/1 sets):"),
+    "claims": (lambda run: ["claims", str(run), "--out", str(run / "claims")], "claims: bootstrap:"),
+    "report": (lambda run: ["report", str(run), "--out", str(run / "report.html")], "claims: bootstrap:"),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_progress_only_on_a_terminal_and_never_under_quiet(run, command, monkeypatch, capsys):
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)  # these jobs are quick: show their bars at once
+    argv, bar = COMMANDS[command][0](run), COMMANDS[command][1]
+    if command == "train":
+        shutil.rmtree(run.parent / "trained", ignore_errors=True)
+    assert cli.main(argv) == 0  # stderr is pytest's capture, not a terminal
+    err = capsys.readouterr().err
+    assert bar not in err and "\r" not in err
+    for quiet, shown in (([], True), (["--quiet"], False)):
+        if command == "train":
+            shutil.rmtree(run.parent / "trained", ignore_errors=True)
+        term = Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        assert cli.main([*argv, *quiet]) == 0
+        assert (bar in term.getvalue()) == shown, term.getvalue()[-300:]
+        if not shown:
+            assert "\r" not in term.getvalue()

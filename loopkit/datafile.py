@@ -33,11 +33,6 @@ def _decode(line: bytes, first: bool) -> tuple[str, str]:
     """(text, "") or ("", fault) for one line; a UTF-8 BOM is dropped from the first."""
     if b"\x00" in line:
         return "", _fault(line, None)
-    cr = line.find(b"\r")
-    if 0 <= cr < len(line.rstrip(b"\r\n")):  # a line break readers split on, but we do not
-        column = len(line[:cr].decode("utf-8", errors="replace")) + 1
-        return "", (f"a carriage return (\\r) at column {column} inside the line: lines must end in \\n "
-                    "or \\r\\n (old Mac line ends? save the file with Unix or Windows ones)")
     try:
         return line.decode("utf-8-sig" if first else "utf-8"), ""
     except UnicodeDecodeError as err:
@@ -45,8 +40,8 @@ def _decode(line: bytes, first: bool) -> tuple[str, str]:
 
 
 def read_lines(path, error: type[Exception]) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of every line of ``path``: 1-based, the newline kept, a leading
-    BOM dropped. A line that is not UTF-8 text raises ``error("PATH:LINE: ...")``."""
+    """``(line number, text)`` of every line of ``path``: 1-based, the line end (\\n, \\r\\n or \\r)
+    kept, a leading BOM dropped. A line that is not UTF-8 text raises ``error("PATH:LINE: ...")``."""
     from tqdm import tqdm
 
     path = Path(path)
@@ -58,9 +53,12 @@ def read_lines(path, error: type[Exception]) -> Iterator[tuple[int, str]]:
     # disable=None: off when stderr is not a terminal; delay: no bar for a quick load
     with f, tqdm(total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, disable=None,
                  delay=PROGRESS_AFTER_S, leave=False) as bar:
-        for lineno, line in enumerate(f, 1):
-            text, fault = _decode(line, lineno == 1)
-            if fault:
-                raise error(f"{path}:{lineno}: {fault}")
-            bar.update(len(line))
-            yield lineno, text
+        lineno = 0
+        for chunk in f:  # split at \n; a bare \r (old Mac line ends) also ends a line, as in text mode
+            for line in chunk.splitlines(keepends=True) if b"\r" in chunk[:-2] else (chunk,):
+                lineno += 1
+                text, fault = _decode(line, lineno == 1)
+                if fault:
+                    raise error(f"{path}:{lineno}: {fault}")
+                bar.update(len(line))
+                yield lineno, text

@@ -92,16 +92,14 @@ def test_text_that_is_not_utf8_names_file_and_line(tmp_path, name):
         assert f"{name}.txt:{line or 2}: " in message and words in message, message
 
 
-def test_old_mac_line_ends_are_named_and_windows_ones_load(tmp_path):
-    """Before: the CSV reader's hint about universal-newline mode, or (sudoku) two puzzles read as
-    one puzzle and its 'solution'."""
-    for load, error, text in [(load_puzzles, SudokuFormatError, f"{PUZ}\n{PUZ}\n"),
-                              (load_lichess, LichessFormatError, HEAD + "".join(ROWS))]:
-        path = tmp_path / "cr.txt"
-        path.write_bytes(text.replace("\n", "\r").encode())
-        assert "cr.txt:1: a carriage return (\\r) at column" in _error(load, path, error)
-        path.write_bytes(text.replace("\n", "\r\n").encode())
-        assert len(load(path)) == text.count("\n") - (load is load_lichess)
+def test_old_mac_windows_and_unix_line_ends_all_load(tmp_path):
+    for load, text in [(load_puzzles, f"{PUZ}\n{PUZ}\n"), (load_lichess, HEAD + "".join(ROWS))]:
+        path = tmp_path / "ends.txt"
+        for end in ("\r", "\r\n", "\n"):
+            path.write_bytes(text.replace("\n", end).encode())
+            assert len(load(path)) == text.count("\n") - (load is load_lichess), repr(end)
+    path.write_bytes(f"{PUZ}\r{PUZ[:80]}\r{PUZ}\r".encode())  # lines are still counted right
+    assert "ends.txt:2: puzzle has 80 characters" in _error(load_puzzles, path, SudokuFormatError)
 
 
 def test_a_latin1_sudoku_id_is_an_error_not_a_replacement_character(tmp_path):

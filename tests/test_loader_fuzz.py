@@ -75,7 +75,8 @@ def _content_lines(raw: bytes, lichess: bool) -> int:
     """Lines of ``raw`` that are neither blank nor (sudoku) a comment: each must give one puzzle
     (or the header), so a line swallowed by another one cannot go unnoticed."""
     count = 0
-    for line in raw.decode("utf-8-sig").split("\n"):
+    for line in raw.decode("utf-8-sig").encode().splitlines():  # \n, \r\n or \r, as the loaders
+        line = line.decode()
         if lichess:
             line = "".join(next(csv.reader([line]), []))
         line = line.strip()

@@ -67,15 +67,21 @@ class LoadedRun:
     def trace(self, x: Tensor | str | list[str], max_iters: int | None = None) -> Trace:
         """The answer and the residual after every iteration, in one pass (O(1) state memory)."""
         self.model.eval()
-        tokens = self.inputs(x)
+        tokens, iters = self.inputs(x), max_iters or 4 * self.train_iters
         prev = self.model.initial_state(self.model.encode(tokens))
-        answers, residuals = [], []
-        for h in self.model.trajectory(tokens, max_iters or 4 * self.train_iters, h0=prev):
+        answers: Tensor | None = None
+        residuals = torch.empty(iters, len(tokens))
+        # tables filled in place, not lists of small per-iteration tensors: those fragment the heap
+        # between the large temporaries of each step and memory grows with T (loopkit/evaluate.py)
+        for t, h in enumerate(self.model.trajectory(tokens, iters, h0=prev)):
             size = prev.flatten(1).norm(dim=1)  # 0 when h_0 = 0: r_1 is then undefined (NaN)
-            residuals.append((h - prev).flatten(1).norm(dim=1) / torch.where(size > 0, size, torch.nan))
-            answers.append(self.task.output_logits(self.model.readout(h)).argmax(-1))
+            residuals[t] = ((h - prev).flatten(1).norm(dim=1) / torch.where(size > 0, size, torch.nan)).cpu()
+            answer = self.task.output_logits(self.model.readout(h)).argmax(-1).cpu()
+            if answers is None:
+                answers = torch.empty((iters, *answer.shape), dtype=answer.dtype)
+            answers[t] = answer
             prev = h
-        return Trace(torch.stack(answers), torch.stack(residuals))
+        return Trace(answers, residuals)
 
     def show(self, x: Tensor | str, answer: Tensor) -> str:
         """One input and its answer as the task writes them (a board, a bit string, a move)."""

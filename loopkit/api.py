@@ -68,12 +68,13 @@ class LoadedRun:
         """The answer and the residual after every iteration, in one pass (O(1) state memory)."""
         self.model.eval()
         tokens, iters = self.inputs(x), max_iters or 4 * self.train_iters
-        prev = self.model.initial_state(self.model.encode(tokens))
+        loop = self.model.start(tokens)
+        prev = loop.h0
         answers: Tensor | None = None
         residuals = torch.empty(iters, len(tokens))
         # tables filled in place, not lists of small per-iteration tensors: those fragment the heap
         # between the large temporaries of each step and memory grows with T (loopkit/evaluate.py)
-        for t, h in enumerate(self.model.trajectory(tokens, iters, h0=prev)):
+        for t, h in enumerate(self.model.trajectory(loop, iters)):
             size = prev.flatten(1).norm(dim=1)  # 0 when h_0 = 0: r_1 is then undefined (NaN)
             residuals[t] = ((h - prev).flatten(1).norm(dim=1) / torch.where(size > 0, size, torch.nan)).cpu()
             answer = self.task.output_logits(self.model.readout(h)).argmax(-1).cpu()

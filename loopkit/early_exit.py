@@ -64,8 +64,8 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
     model.eval()
     output = output or (lambda z: z)
     watch = rule != "residual"
-    e, pattern = model.encode(x), model.attention_pattern(x.shape[1])
-    h = model.initial_state(e)
+    s = model.start(x)
+    e, h = s.e, s.h0
     final = torch.empty_like(h)
     used = torch.full((x.shape[0],), max_iters, dtype=torch.long, device=x.device)
     converged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -73,7 +73,7 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
     streak = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # iterations the answer has held
     prev_out = out = None
     for t in range(1, max_iters + 1):
-        h_next = model.step(h, e, pattern, t - 1)
+        h_next = model.step(h, e, s.pattern, t - 1)  # one step at a time: finished samples leave the batch
         advance()  # the open progress bar, if any (evaluate_until_converged: one per set)
         fired = torch.zeros(h.shape[0], dtype=torch.bool, device=x.device)
         if rule != "stable":

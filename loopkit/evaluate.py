@@ -60,8 +60,9 @@ def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, 
     for lo in range(0, n, batch_size):
         x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
         hi = lo + len(x)
-        prev, prev_out = model.initial_state(model.encode(x)), None
-        for t, h in enumerate(model.trajectory(x, max_iters, h0=prev)):
+        loop = model.start(x)
+        prev, prev_out = loop.h0, None
+        for t, h in enumerate(model.trajectory(loop, max_iters)):
             residual[lo:hi, t] = relative_residual(h, prev)
             prev = h
             logits = model.readout(h)

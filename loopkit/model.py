@@ -24,6 +24,15 @@ def make_norm(kind: str, width: int) -> nn.Module:
 
 
 @dataclass
+class LoopStart:
+    """What `LoopedTransformer.start` builds before the first iteration: e, the pattern, h_0."""
+
+    e: Tensor
+    pattern: AttentionPattern
+    h0: Tensor
+
+
+@dataclass
 class AttentionPattern:
     """Which keys each query may see and with what bias, built once per forward for a length.
 
@@ -300,25 +309,36 @@ class LoopedTransformer(nn.Module):
         analyses and implicit differentiation solves, without knowing it is a transformer."""
         if not self.cfg.tied:
             raise ValueError("an untied stack applies a different block at every depth: it has no fixed-point map")
-        e, pattern = self.encode(x), self.attention_pattern(x.shape[1])
+        s = self.start(x)
 
         def f(h: Tensor, e: Tensor) -> Tensor:
-            return self.step(h, e, pattern)
+            return self.step(h, e, s.pattern)
 
-        return f, e, self.initial_state(e)
+        return f, s.e, s.h0
 
     def readout(self, h: Tensor) -> Tensor:
         return self.head(self.head_norm(h))
 
     # -- running the loop -------------------------------------------------------------------
-    def trajectory(self, x: Tensor, iters: int, h0: Tensor | None = None) -> Iterator[Tensor]:
-        """Yield h_1 .. h_iters one at a time: evaluation at every T in a single pass, in O(1) memory."""
-        self._check_iters(iters)
-        e, pattern = self.encode(x), self.attention_pattern(x.shape[1])
-        h = self.initial_state(e) if h0 is None else h0
-        for t in range(iters):
-            h = self.step(h, e, pattern, t)
+    def start(self, x: Tensor, h0: Tensor | None = None) -> LoopStart:
+        """Everything the loop needs before its first iteration (encode -> attention pattern ->
+        h_0), built in this one place for training, evaluation, early exit and the analyses."""
+        e = self.encode(x)
+        return LoopStart(e, self.attention_pattern(x.shape[1]), self.initial_state(e) if h0 is None else h0)
+
+    def iterate(self, s: LoopStart, iters: int, h: Tensor | None = None, first: int = 0) -> Iterator[Tensor]:
+        """The loop itself: yield h_{first+1} .. h_{first+iters}, starting from `h` (default h_0).
+        Every caller runs its iterations through here; under `torch.no_grad()` it builds no graph."""
+        h = s.h0 if h is None else h
+        for t in range(first, first + iters):
+            h = self.step(h, s.e, s.pattern, t)
             yield h
+
+    def trajectory(self, x: Tensor | LoopStart, iters: int, h0: Tensor | None = None) -> Iterator[Tensor]:
+        """Yield h_1 .. h_iters one at a time: evaluation at every T in a single pass, in O(1) memory.
+        `x` may be a `start(...)` already built, when the caller also needs its e or h_0."""
+        self._check_iters(iters)
+        yield from self.iterate(x if isinstance(x, LoopStart) else self.start(x, h0), iters)
 
     def forward(
         self,
@@ -333,16 +353,14 @@ class LoopedTransformer(nn.Module):
         earlier ones run under `torch.no_grad()` (no graph is built, so memory stays flat)."""
         self._check_iters(iters)
         grad_iters = iters if grad_iters is None else min(grad_iters, iters)
-        e, pattern = self.encode(x), self.attention_pattern(x.shape[1])
-        h = self.initial_state(e) if h0 is None else h0
+        s = self.start(x, h0)
+        h = s.h0
         states = [h] if return_all else None
         with torch.no_grad():
-            for t in range(iters - grad_iters):
-                h = self.step(h, e, pattern, t)
+            for h in self.iterate(s, iters - grad_iters, h):
                 if return_all:
                     states.append(h)
-        for t in range(iters - grad_iters, iters):
-            h = self.step(h, e, pattern, t)
+        for h in self.iterate(s, grad_iters, h, first=iters - grad_iters):
             if return_all:
                 states.append(h)
         out = LoopOutput(logits=self.readout(h), state=h)

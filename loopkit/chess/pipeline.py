@@ -252,9 +252,13 @@ class _Cache:
     A manifest records the engine that made them: another engine version would label and grade
     differently, so mixing them in one folder is refused."""
 
-    def __init__(self, cache_dir, settings: PipelineSettings, seed: int):
+    def __init__(self, cache_dir, settings: PipelineSettings, seed: int, read_only: bool = False):
         self.dir = None if cache_dir is None else Path(cache_dir) / f"chess-{settings.key()}-seed{seed}"
-        self.settings, self.seed = settings, seed
+        self.settings, self.seed, self.read_only = settings, seed, read_only
+
+    def save(self, index: int, shard: dict) -> None:
+        if self.dir is not None and not self.read_only and not self.has(index):
+            _save(self.path(index), shard)
 
     def path(self, index: int) -> Path | None:
         return None if self.dir is None else self.dir / f"shard-{index:06d}.npz"
@@ -272,6 +276,8 @@ class _Cache:
                 raise ConfigError(f"{self.dir} holds puzzles made by {made_by}, but the engine now is {name}; "
                                   "use another task.cache_dir or delete that folder")
             return
+        if self.read_only:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps({"engine": name, "seed": self.seed, "version": PIPELINE_VERSION,
                                         "settings": dataclasses.asdict(self.settings)}, indent=1))
@@ -286,19 +292,26 @@ def generate(
     engine: str | None = None,
     progress: bool = True,
     max_shards: int = 5000,
+    read_only: bool = False,
 ) -> list[PuzzleSet]:
     """For each request ``(lo, hi, n)``: the first ``n`` puzzles (in shard order) of grade
     ``lo..hi``, all from one stream of games for ``seed``. Shards are made ``workers`` at a time
-    and cached under ``cache_dir`` (None: not cached); see the module docstring."""
+    and cached under ``cache_dir`` (None: not cached; ``read_only``: read there, never written, as
+    for a folder named by a run folder's stored config); see the module docstring."""
     s = settings or PipelineSettings()
     for lo, hi, n in requests:
         if not 1 <= lo <= hi <= s.max_depth or n < 0:
             raise ConfigError(f"chess: grade range {lo}-{hi} must lie within 1-{s.max_depth} (max_depth) "
                               f"and the count {n} must be >= 0")
-    cache = _Cache(cache_dir, s, seed)
+    cache = _Cache(cache_dir, s, seed, read_only)
     chosen: list[list[dict]] = [[] for _ in requests]
     have = [0] * len(requests)
     total = sum(n for *_, n in requests)
+
+    engine_checked = False
+    if total and not cache.has(0):  # an engine is needed: find it before any output
+        cache.check_engine(engine_name(engine))
+        engine_checked = True
 
     from tqdm.auto import tqdm
 
@@ -308,7 +321,6 @@ def generate(
     pool = None
     pending: deque[tuple[int, Future | None]] = deque()  # in shard order; None: read from cache or make here
     next_index = 0
-    engine_checked = False
     try:
         while any(h < n for h, (*_, n) in zip(have, requests)):
             if next_index >= max_shards and not pending:
@@ -335,8 +347,7 @@ def generate(
                 shard = _load(cache.path(index))
             else:
                 shard = fut.result() if fut is not None else make_shard(s, seed, index, engine)
-                if cache.dir is not None:
-                    _save(cache.path(index), shard)
+                cache.save(index, shard)
                 made["shards"] += 1
                 made["puzzles"] += len(shard["grade"])
                 made["games"] += int(shard["stats"][0])
@@ -354,12 +365,12 @@ def generate(
             pool.shutdown(wait=True, cancel_futures=True)
             for index, fut in pending:  # finished look-ahead work is kept for the next request
                 if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
-                    if cache.dir is not None and not cache.has(index):
-                        _save(cache.path(index), fut.result())
+                    cache.save(index, fut.result())
     if made["shards"] and progress:
         minutes = (time.perf_counter() - started) / 60
         print(f"chess puzzles: made {made['puzzles']} in {made['shards']} new shards ({made['games']} games, "
               f"{made['positions']} positions analysed) in {minutes * 60:.0f} s: "
-              f"{made['puzzles'] / max(minutes, 1e-9):.1f} puzzles/min with {max(workers, 1)} worker(s)",
-              file=sys.stderr)
+              f"{made['puzzles'] / max(minutes, 1e-9):.1f} puzzles/min with {max(workers, 1)} worker(s)"
+              + (f"; not cached: {cache.dir} comes from a run's stored config (name it as task.cache_dir to fill it)"
+                 if cache.read_only and cache.dir is not None else ""), file=sys.stderr)
     return [PuzzleSet.concat(parts) for parts in chosen]

@@ -253,12 +253,14 @@ def generate(
     workers: int = 1,
     cache_dir=None,
     progress: bool = True,
+    read_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """``n`` puzzles of ``level``: ``(puzzles (n,81) int8, solutions (n,81) int8, grades)``.
 
     ``grades`` maps ``clues``, ``nodes`` and ``propagation_only`` to (n,) arrays. Identical for
     every ``workers``; with ``cache_dir`` the result is stored as an .npz keyed by level, n, seed
-    and generator version, and read back on the next call.
+    and generator version, and read back on the next call; with ``read_only`` it is only read there
+    (a cache folder named by a run folder's stored config, ``loopkit.runfolder``).
     """
     if level not in LEVELS:
         raise ValueError(f"unknown sudoku level {level!r}; choose one of {', '.join(LEVELS)}")
@@ -306,7 +308,7 @@ def generate(
         "nodes": table[:, 1].copy(),
         "propagation_only": table[:, 2].astype(bool),
     }
-    if path is not None:
+    if path is not None and not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:

@@ -98,7 +98,7 @@ class Chess(Task):
         o = self.options
         cache = Path(o.cache_dir).expanduser() if o.cache_dir else Path.home() / ".cache" / "loopkit" / "chess"
         sets = pipeline.generate(requests, seed, self.settings, workers=o.workers or os.cpu_count() or 1,
-                                 cache_dir=cache, engine=o.engine or None)
+                                 cache_dir=cache, engine=o.engine or None, read_only=self.cache_read_only)
         return [encoding.encode_fens(list(p.fen), list(p.move)) for p in sets]
 
     def train_data(self) -> encoding.Encoded:

@@ -97,7 +97,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise config.ConfigError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out or Path("runs") / Path(args.sweep).stem)
-    failures = run_sweep(args.sweep, out, workers=args.workers, backend=args.backend, address=args.address)
+    if args.threads < 0:
+        raise config.ConfigError(f"--threads must be >= 0 (0: the cores split between the workers), got {args.threads}")
+    failures = run_sweep(args.sweep, out, workers=args.workers, backend=args.backend, address=args.address,
+                         threads=args.threads)
     if failures:
         print(f"loopkit: {len(failures)} run(s) failed:", file=sys.stderr)
         for name, reason in failures:
@@ -207,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep YAML: base, overrides, axes, seeds, stages, eval_args, analyze_args")
     p.add_argument("--out", help="folder for the runs (default: runs/<sweep file name>)")
     p.add_argument("--workers", type=int, default=1, help="runs at once; the CPU threads are split between them")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per run (default 0: the machine's cores split between the workers)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local processes, or Ray tasks (a local Ray instance, or a cluster with --address)")
     p.add_argument("--address", help="with --backend ray: the cluster to join (HOST:PORT; default: start a local one)")

@@ -57,6 +57,9 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    # AdamW's second-moment decay: lower forgets calm stretches faster, so a gradient spike after
+    # them (backprop through an expansive loop) is not divided by a stale, tiny running scale
+    adam_beta2: float = 0.99
     iters: int = 32  # T at training time (the maximum when randomized)
     iters_min: int = 0  # >0: T ~ U[iters_min, iters] per batch (randomized T)
     alpha: float = 1.0  # weight of the progressive loss; 1 - alpha on the full-T loss
@@ -195,6 +198,7 @@ RANGES: list[tuple[str, Any, str]] = [
     ("train.warmup_steps", lambda v: v >= 0, ">= 0"),
     ("train.weight_decay", lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
     ("train.grad_clip", lambda v: 0 < v < float("inf"), "a finite number > 0"),
+    ("train.adam_beta2", lambda v: 0 < v < 1, "a number in (0, 1)"),
     ("train.iters_min", lambda v: v >= 0, ">= 0 (0: fixed T)"),
     ("train.progressive_k", lambda v: v >= 0, ">= 0 (0: k drawn per step)"),
     ("train.bptt", lambda v: v >= 0, ">= 0 (0: full backprop)"),

@@ -31,7 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from . import checkpoint, fixedpoint, precision
-from .config import Config, ConfigError, TrainConfig, dump
+from .config import SECTIONS, Config, ConfigError, TrainConfig, dump
 from .model import LoopedTransformer
 from .tasks import Task, build_task
 
@@ -299,7 +299,9 @@ def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
     new = cfg.to_dict()
     changes = []
     for section in ("train", "task", "eval"):
-        old_s, new_s = stored.get(section, {}) or {}, new[section]
+        # a key added to loopkit after the run was made holds its default, which it had then too
+        defaults = dataclasses.asdict(SECTIONS[section]()) if section in SECTIONS else {}
+        old_s, new_s = {**defaults, **(stored.get(section, {}) or {})}, new[section]
         for key in sorted(set(old_s) | set(new_s)):
             name = f"{section}.{key}"
             if name not in RESUME_FREE and old_s.get(key) != new_s.get(key):
@@ -374,7 +376,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     if tc.compile != "off":
         for block in model.blocks:  # in place: parameter names, hence checkpoints, stay as they are
             block.compile(mode=tc.compile)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, tc.adam_beta2))
     step, window_loss, window_steps = 0, 0.0, 0
     if start is not None:
         ckpt = checkpoint.latest(run_dir)

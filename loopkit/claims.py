@@ -155,6 +155,15 @@ def _runs(groups: list[Group], keep) -> list[Run]:
     return [r for g in groups for r in g.runs if keep(r.switches)]
 
 
+def learnt(run: Run) -> bool:
+    """Whether the run learnt its training distribution (ID exact at the best T >= LEARNT): only
+    such runs enter a verdict, so that a comparison measures extrapolation, not a failed recipe."""
+    return bool(run.values["id_best"] >= LEARNT)
+
+
+NOT_LEARNT = "no {what} run learnt its training distribution (ID exact at the best T >= {learnt:g} %)"
+
+
 def _ood_best(runs: list[Run]) -> np.ndarray:
     return np.array([r.values["ood_best"] for r in runs])
 
@@ -166,18 +175,35 @@ def _diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 def verdict_c1(groups: list[Group]) -> dict[str, Any]:
     none, recall = _where(groups, recall="none"), _runs(groups, lambda sw: sw.get("recall") != "none")
-    rule = ("supported when every no-recall run has input sensitivity below 1e-6 at its end state and its OOD exact "
-            "(best T) is below the recall runs' with a bootstrap interval of the difference below 0; contradicted "
-            "when a no-recall run is input-sensitive or the interval lies above 0; otherwise inconclusive")
+    rule = ("among runs that learnt their training distribution: supported when every no-recall run has input "
+            "sensitivity below 1e-6 at its end state, its end states retain less of the input than the recall runs' "
+            "(retained bits, bootstrap interval of the difference below 0, when analysed) and its OOD exact (best T) "
+            "is below the recall runs' (interval below 0); contradicted when a no-recall run is input-sensitive or the "
+            "OOD interval lies above 0; otherwise inconclusive")
     if not none or not recall:
         return {"verdict": "inconclusive", "why": "needs runs with recall=none and with recall", "rule": rule}
-    sens = np.array([r.values["sensitivity"] for r in none])
+    sens = np.array([r.values["sensitivity"] for r in none])  # structural: every no-recall run, learnt or not
+    if np.isfinite(sens).any() and np.nanmax(sens) >= 1e-6:
+        return {"verdict": "contradicted", "statistic": {"max_sensitivity_no_recall": float(np.nanmax(sens))},
+                "rule": rule}
+    none, recall = [r for r in none if learnt(r)], [r for r in recall if learnt(r)]
+    for runs, what in ((none, "no-recall"), (recall, "recall")):
+        if not runs:
+            return {"verdict": "inconclusive", "why": NOT_LEARNT.format(what=what, learnt=LEARNT), "rule": rule}
     diff, lo, hi = _diff_ci(_ood_best(none), _ood_best(recall))
     stat = {"max_sensitivity_no_recall": float(np.nanmax(sens)) if np.isfinite(sens).any() else None,
+            "learnt_runs": {"none": len(none), "recall": len(recall)},
             "ood_best_none_minus_recall": diff, "ci": [lo, hi]}
-    if np.isfinite(sens).any() and np.nanmax(sens) >= 1e-6 or lo > 0:
+    bits_none, bits_recall = (np.array([r.values["retained_bits"] for r in rs]) for rs in (none, recall))
+    bits_known = np.isfinite(bits_none).all() and np.isfinite(bits_recall).all()
+    bits_below = True
+    if bits_known:
+        d, blo, bhi = _diff_ci(bits_none, bits_recall)
+        stat.update({"retained_bits_none_minus_recall": d, "retained_bits_ci": [blo, bhi]})
+        bits_below = bhi < 0
+    if lo > 0:
         v = "contradicted"
-    elif np.isfinite(sens).all() and hi < 0:
+    elif np.isfinite(sens).all() and hi < 0 and bits_below:
         v = "supported"
     else:
         v = "inconclusive"
@@ -185,13 +211,15 @@ def verdict_c1(groups: list[Group]) -> dict[str, Any]:
 
 
 def verdict_c2(groups: list[Group]) -> dict[str, Any]:
-    outer = _runs(groups, lambda sw: sw.get("norm") == "outer" and sw.get("recall") != "none")
-    other = _runs(groups, lambda sw: sw.get("norm") != "outer" and sw.get("recall") != "none")
-    rule = ("supported when the recall + outer-norm runs converge (mean converged share >= 0.9) with median rho(J) < 1 "
+    outer = [r for r in _runs(groups, lambda sw: sw.get("norm") == "outer" and sw.get("recall") != "none") if learnt(r)]
+    other = [r for r in _runs(groups, lambda sw: sw.get("norm") != "outer" and sw.get("recall") != "none") if learnt(r)]
+    rule = ("among runs that learnt their training distribution: supported when the recall + outer-norm runs converge (mean converged share >= 0.9) with median rho(J) < 1 "
             "and their OOD exact (best T) beats the recall runs of the other norm placements with a bootstrap interval "
             "of the difference above 0; contradicted when the interval lies below 0 or rho(J) >= 1; otherwise inconclusive")
     if not outer or not other:
-        return {"verdict": "inconclusive", "why": "needs recall runs with norm=outer and with another norm", "rule": rule}
+        return {"verdict": "inconclusive", "rule": rule,
+                "why": "needs learnt recall runs with norm=outer and with another norm (ID exact at the best T "
+                       f">= {LEARNT:g} %)"}
     conv = np.nanmean([r.values["converged"] for r in outer])
     rho = np.nanmedian([r.values["rho"] for r in outer])
     diff, lo, hi = _diff_ci(_ood_best(outer), _ood_best(other))
@@ -210,15 +238,24 @@ def verdict_c2(groups: list[Group]) -> dict[str, Any]:
 
 
 def verdict_c3(groups: list[Group]) -> dict[str, Any]:
-    rule = (f"paired by seed, internal - standard recall (norm=outer) in OOD exact at the best T: supported "
-            f"(competitive) when the bootstrap interval of the mean paired difference lies above -{COMPETITIVE:g} "
-            f"points, contradicted when it lies below -{COMPETITIVE:g}; otherwise inconclusive")
-    internal = {r.switches.get(SEED_KEY): r for r in _where(groups, recall="internal", norm="outer")}
-    standard = {r.switches.get(SEED_KEY): r for r in _where(groups, recall="standard", norm="outer")}
-    seeds = sorted(set(internal) & set(standard), key=str)
+    rule = (f"paired by seed, internal - standard recall (norm=outer, default h_0), seeds where both learnt their "
+            f"training distribution, in OOD exact at the best T: supported (competitive) when the bootstrap interval "
+            f"of the mean paired difference lies above -{COMPETITIVE:g} points, contradicted when it lies below "
+            f"-{COMPETITIVE:g}; otherwise inconclusive")
+
+    def placement(recall: str) -> dict[Any, Run]:
+        """seed -> run of this recall placement with outer norm; controls (init_state=input) are not it."""
+        def keep(sw: dict[str, Any]) -> bool:
+            return sw.get("recall") == recall and sw.get("norm") == "outer" and sw.get("init_state") in (None, "auto")
+
+        return {r.switches.get(SEED_KEY): r for r in _runs(groups, keep)}
+
+    internal, standard = placement("internal"), placement("standard")
+    seeds = sorted((s for s in set(internal) & set(standard) if learnt(internal[s]) and learnt(standard[s])), key=str)
     if len(seeds) < 2:
-        return {"verdict": "inconclusive", "why": "needs internal and standard recall (norm=outer) on >= 2 common seeds",
-                "rule": rule}
+        return {"verdict": "inconclusive", "rule": rule,
+                "why": "needs internal and standard recall (norm=outer) that both learnt their training distribution "
+                       f"on >= 2 common seeds (have {len(seeds)})"}
     d = np.array([internal[s].values["ood_best"] - standard[s].values["ood_best"] for s in seeds])
     lo, hi = bootstrap_ci(lambda x: x.mean(), d)
     v = "supported" if lo > -COMPETITIVE else "contradicted" if hi < -COMPETITIVE else "inconclusive"
@@ -227,10 +264,11 @@ def verdict_c3(groups: list[Group]) -> dict[str, Any]:
 
 
 def verdict_c4(runs: list[Run]) -> dict[str, Any]:
-    rule = ("Spearman's rank correlation across runs between each diagnostic and the extrapolation gain, with a "
+    rule = ("Spearman's rank correlation across the runs that learnt their training distribution between each diagnostic and the extrapolation gain, with a "
             "bootstrap interval over runs; supported when the interval excludes 0 for rho(J) or init-dependence in the "
             "expected direction (negative: unstable or start-dependent maps extrapolate less) and for neither in the "
             "opposite one; contradicted when one of them excludes 0 in the opposite direction; otherwise inconclusive")
+    runs = [r for r in runs if learnt(r)]  # a run that never learnt has no extrapolation to explain
     gain = np.array([r.values["gain"] for r in runs])
     table = {}
     for name in DIAGNOSTICS:
@@ -241,7 +279,7 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
         lo, hi = bootstrap_ci(spearman, x[ok], gain[ok], paired=True) if ok.sum() >= 4 else (math.nan, math.nan)
         table[name] = {"spearman": spearman(x[ok], gain[ok]), "ci": [lo, hi], "runs": int(ok.sum())}
     if not table:
-        return {"verdict": "inconclusive", "why": "needs >= 3 analysed runs", "rule": rule}
+        return {"verdict": "inconclusive", "why": f"needs >= 3 analysed runs that learnt their training distribution (have {len(runs)})", "rule": rule}
     key = [table[k] for k in ("rho", "init_dependence") if k in table]
     if any(t["ci"][0] > 0 for t in key):
         v = "contradicted"

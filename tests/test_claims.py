@@ -14,7 +14,8 @@ from loopkit.cli import main
 
 
 def fake_run(root: Path, recall: str, norm: str, seed: int, *, id_best: float, ood_T: float, ood_best: float,
-             rho: float = 0.8, init_dep: float = 0.01, sensitivity: float = 1.0, converged: float = 1.0) -> Path:
+             rho: float = 0.8, init_dep: float = 0.01, sensitivity: float = 1.0, converged: float = 1.0,
+             retained_bits: float | None = None) -> Path:
     """A run folder with config.yaml, eval/results.json and analysis/results.json holding these figures."""
     run = root / f"{recall}_{norm}_s{seed}"
     (run / "eval").mkdir(parents=True)
@@ -29,6 +30,9 @@ def fake_run(root: Path, recall: str, norm: str, seed: int, *, id_best: float, o
                    "sensitivity": {"relative": {"median": sensitivity}},
                    "init_dependence": {"spread": {"median": init_dep}},
                    "spread": {"relative_spread": 0.5}} for name in ("easy", "hard")}
+    if retained_bits is not None:
+        for v in sets.values():
+            v["end_state_clusters"] = {"retained_bits": retained_bits}
     (run / "analysis" / "results.json").write_text(json.dumps({"sets": sets}))
     return run
 
@@ -74,12 +78,30 @@ def test_contradicting_and_thin_evidence_give_the_matching_verdicts(tmp_path):
     for seed in range(3):  # internal recall far behind standard; no-recall runs input-sensitive (impossible for C1)
         runs.append(fake_run(tmp_path, "none", "outer", seed, id_best=0.9, ood_T=0.0, ood_best=0.5, sensitivity=0.3))
         runs.append(fake_run(tmp_path, "standard", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.9))
-        runs.append(fake_run(tmp_path, "internal", "outer", seed, id_best=0.5, ood_T=0.0, ood_best=0.2 + 0.01 * seed))
+        runs.append(fake_run(tmp_path, "internal", "outer", seed, id_best=0.95, ood_T=0.0, ood_best=0.2 + 0.01 * seed))
+        runs.append(fake_run(tmp_path, "standard", "pre", seed, id_best=0.5, ood_T=0.0, ood_best=0.0))
     result = claims(runs)
     verdicts = {k: v["verdict"] for k, v in result["verdicts"].items()}
     assert verdicts["C1"] == "contradicted" and verdicts["C3"] == "contradicted"
+    # the only other norm did not learn: no comparison, whatever its OOD figure
     assert verdicts["C2"] == "inconclusive" and "another norm" in result["verdicts"]["C2"]["why"]
-    assert "Not learnt" in to_markdown(result) and "recall=internal" in to_markdown(result)
+    assert "Not learnt" in to_markdown(result) and "norm=pre recall=standard" in to_markdown(result)
+
+
+def test_runs_that_did_not_learn_their_training_set_decide_nothing(tmp_path):
+    """No-recall fails OOD, but it never learnt ID either: C1 cannot tell extrapolation from a failed
+    recipe. Internal recall learnt in one seed only: C3 has no pairs. C4 sees only learnt runs."""
+    runs = []
+    for seed in range(3):
+        runs.append(fake_run(tmp_path, "none", "outer", seed, id_best=0.1, ood_T=0.0, ood_best=0.0, sensitivity=0.0))
+        runs.append(fake_run(tmp_path, "standard", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.9))
+        runs.append(fake_run(tmp_path, "internal", "outer", seed, id_best=1.0 if seed == 0 else 0.3, ood_T=0.0,
+                             ood_best=0.5))
+    result = claims(runs)
+    c1, c3, c4 = (result["verdicts"][k] for k in ("C1", "C3", "C4"))
+    assert c1["verdict"] == "inconclusive" and "no no-recall run learnt" in c1["why"]
+    assert c3["verdict"] == "inconclusive" and "(have 1)" in c3["why"]
+    assert all(t["runs"] == 4 for t in c4["statistic"].values())
 
 
 def test_cli_writes_claims_next_to_the_runs(tmp_path, capsys):
@@ -89,3 +111,17 @@ def test_cli_writes_claims_next_to_the_runs(tmp_path, capsys):
     json.loads((tmp_path / "grid" / "claims.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert main(["claims", str(tmp_path / "nothing")]) == 2
     assert "is an evaluated run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("none_bits, verdict", [(0.1, "supported"), (1.0, "inconclusive")])
+def test_c1_needs_no_recall_end_states_to_forget_the_input(tmp_path, none_bits, verdict):
+    """C1's countably many fixed points: no-recall end states must retain less of the input than
+    the recall runs' do; with as much retained, the OOD gap alone does not support it."""
+    runs = []
+    for seed in range(3):
+        runs.append(fake_run(tmp_path, "none", "outer", seed, id_best=0.96, ood_T=0.0, ood_best=0.01 * seed,
+                             sensitivity=0.0, retained_bits=none_bits + 0.01 * seed))
+        runs.append(fake_run(tmp_path, "standard", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.9,
+                             retained_bits=1.0))
+    c1 = claims(runs)["verdicts"]["C1"]
+    assert c1["verdict"] == verdict and "retained_bits_ci" in c1["statistic"]

@@ -50,12 +50,12 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: fl
 def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None = None, tol: float | None = None,
                 sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", min_sv_matvecs: int = 400,
                 device: str = "cpu", sensitivity_norm: bool = False, cluster_samples: int = 200,
-                rho_tol: float = 1e-3, progress: bool | None = None) -> dict:
+                rho_tol: float = 1e-3, ckpt_name: str | None = None, progress: bool | None = None) -> dict:
     """Analyse the first `samples` inputs of each eval set (all, or those named in `sets`);
     write analysis/results.json and figures into the run directory; return the results.
     `progress`: a bar per set on stderr counting applications of the map (None: when stderr is a terminal)."""
     run_dir = Path(run_dir)
-    cfg, task, model, step = load_run(run_dir, device)
+    cfg, task, model, step = load_run(run_dir, device, ckpt_name=ckpt_name)
     model.requires_grad_(False)
     max_iter = max_iter or cfg.eval_iters()
     tol = tol or cfg.eval.tol

@@ -88,11 +88,19 @@ def save(
     return final
 
 
+def set_latest(run_dir: Path, path: Path) -> None:
+    """Make checkpoint `path` of the run the one checkpoints/latest names (atomically)."""
+    _write_text_atomic(Path(run_dir) / "checkpoints" / "latest", Path(path).name)
+
+
 def latest(run_dir: Path) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest"
     if not pointer.exists():
         return None
-    name = pointer.read_text().strip()
+    try:
+        name = pointer.read_text().strip()
+    except (UnicodeDecodeError, OSError) as err:
+        raise CheckpointError(f"{pointer} is damaged: {_fault(err)}") from None
     if not re.fullmatch(r"step_\d{8}", name):  # a run folder is data: never follow it elsewhere
         raise CheckpointError(f"{pointer} names {name!r}, not a checkpoint of this run (step_NNNNNNNN)")
     path = pointer.parent / name
@@ -101,25 +109,137 @@ def latest(run_dir: Path) -> Path | None:
     return path
 
 
+def _fault(err: Exception) -> str:
+    """What is wrong with a file, in a few words, from the error reading it raised."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+    if isinstance(err, json.JSONDecodeError):
+        return f"not JSON ({err.msg} at line {err.lineno} column {err.colno})"
+    if isinstance(err, FileNotFoundError):
+        return "the file is missing"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 def read_state(path: Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "state.json").read_text())
+    """A checkpoint's state.json, or a CheckpointError naming the file and what is wrong with it."""
+    file = Path(path) / "state.json"
+    try:
+        state = json.loads(file.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{file} is damaged: {_fault(err)}") from None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("config"), dict)):
+        raise CheckpointError(f"{file} is damaged: it lacks the step number or the run's config")
+    folder = Path(path).name
+    if re.fullmatch(r"step_\d{8}", folder) and int(folder[5:]) != state["step"]:
+        raise CheckpointError(f"{file} is damaged: it says step {state['step']} in the folder of step "
+                              f"{int(folder[5:])}")
+    return state
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or a CheckpointError naming the file and what is wrong with it."""
+    try:
+        return load_file(file)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is damaged: the file is missing") from None
+    except Exception as err:  # SafetensorError (truncated file, garbage header), OSError
+        raise CheckpointError(f"{file} is damaged: not a complete safetensors file ({_fault(err)})") from None
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint, refused when any is NaN or infinite (a diverged run
+    stops before it saves, so such a file is damaged, and would only print meaningless numbers)."""
+    file = Path(path) / "model.safetensors"
+    weights = _tensors(file)
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{file} holds non-finite weights (NaN or inf in {len(broken)} of {len(weights)} "
+                              f"tensors, first {broken[0]}): the model is broken and gives no meaningful numbers")
+    return weights
+
+
+def verify(path: Path, full: bool = False) -> dict[str, Any]:
+    """Read a checkpoint through: state.json and the weights, and with `full` (what a resume needs)
+    the optimizer moments and RNG states too. Raises CheckpointError naming the first damaged file;
+    returns the state."""
+    state = read_state(path)
+    _weights(path)
+    if full:
+        _tensors(Path(path) / "optimizer.safetensors")
+        if "cpu" not in _tensors(Path(path) / "rng.safetensors"):
+            raise CheckpointError(f"{Path(path) / 'rng.safetensors'} is damaged: it holds no CPU random state")
+        if not isinstance(state.get("optimizer"), dict):
+            raise CheckpointError(f"{Path(path) / 'state.json'} is damaged: it holds no optimizer settings")
+    return state
+
+
+def steps(run_dir: Path) -> list[Path]:
+    """The run's complete-looking checkpoint folders, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step_*") if re.fullmatch(r"step_\d{8}", p.name) and p.is_dir())
+
+
+def named(run_dir: Path, name: str) -> Path:
+    """The checkpoint folder `name` (step_NNNNNNNN, or its step number) of a run."""
+    text = str(name).strip()
+    if text.isdigit():
+        text = f"step_{int(text):08d}"
+    if not re.fullmatch(r"step_\d{8}", text):
+        raise CheckpointError(f"--checkpoint {name!r}: name a checkpoint as step_NNNNNNNN or by its step number")
+    path = Path(run_dir) / "checkpoints" / text
+    if not path.is_dir():
+        have = ", ".join(p.name for p in steps(run_dir)) or "none"
+        raise CheckpointError(f"--checkpoint {name}: {path} does not exist (checkpoints of this run: {have})")
+    return path
+
+
+def find(run_dir: Path, name: str | None = None, full: bool = False, use: str = "to use it") -> Path | None:
+    """The checkpoint to load, read through (`verify`): the one named (`--checkpoint`), else the
+    one checkpoints/latest names; None when the run has none yet. A damaged one is refused with the
+    file and the fault named, and the message offers the newest intact earlier checkpoint: taking
+    it unasked would silently lose the steps after it, so it is used only when the user names it."""
+    path = named(run_dir, name) if name is not None else None
+    try:
+        if path is None:
+            path = latest(run_dir)
+            if path is None:
+                if not steps(run_dir):
+                    return None
+                raise CheckpointError(f"{Path(run_dir) / 'checkpoints' / 'latest'} is missing, but the run has "
+                                      "checkpoint folders")
+        verify(path, full)
+        return path
+    except CheckpointError as err:
+        for earlier in reversed(steps(run_dir)):
+            if path is not None and earlier.name >= path.name:
+                continue
+            try:
+                state = verify(earlier, full)
+            except CheckpointError:
+                continue
+            raise CheckpointError(f"{err}; the earlier checkpoint {earlier.name} (step {state['step']}) is intact: "
+                                  f"add --checkpoint {earlier.name} {use}") from None
+        raise
 
 
 def check_same_model(stored: dict[str, Any], cfg: Config, where: Path) -> None:
     """Refuse a checkpoint whose architecture differs from the config, naming every difference."""
+    model, task = stored.get("model"), stored.get("task")
+    if not isinstance(model, dict) or not isinstance(task, dict):
+        raise CheckpointError(f"{Path(where) / 'state.json'} is damaged: its config lacks the model or task section")
     diffs = [
-        f"model.{k}: checkpoint has {stored['model'].get(k)!r}, config has {v!r}"
+        f"model.{k}: checkpoint has {model.get(k)!r}, config has {v!r}"
         for k, v in cfg.to_dict()["model"].items()
-        if stored["model"].get(k) != v
+        if model.get(k) != v
     ]
-    if stored["task"].get("name") != cfg.task.get("name"):
-        diffs.append(f"task.name: checkpoint has {stored['task'].get('name')!r}, config has {cfg.task.get('name')!r}")
+    if task.get("name") != cfg.task.get("name"):
+        diffs.append(f"task.name: checkpoint has {task.get('name')!r}, config has {cfg.task.get('name')!r}")
     if diffs:
-        raise CheckpointError(f"checkpoint {where} is from another architecture:\n  " + "\n  ".join(diffs))
+        raise CheckpointError(f"checkpoint {where} is from another architecture: " + "; ".join(diffs))
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
-    weights = load_file(Path(path) / "model.safetensors")
+    weights = _weights(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -134,9 +254,17 @@ def load_weights(path: Path, model: nn.Module) -> None:
 def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore optimizer moments and RNG states; return the JSON state (step, counters...)."""
     state = read_state(path)
-    optimizer.load_state_dict(_optimizer_from_files(load_file(Path(path) / "optimizer.safetensors"), state["optimizer"]))
-    rng = load_file(Path(path) / "rng.safetensors")
-    torch.set_rng_state(rng["cpu"])
+    opt_file = Path(path) / "optimizer.safetensors"
+    try:
+        optimizer.load_state_dict(_optimizer_from_files(_tensors(opt_file), state["optimizer"]))
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{opt_file} is damaged: it does not fit its state.json or this model ({err})") from None
+    rng = _tensors(Path(path) / "rng.safetensors")
+    try:
+        torch.set_rng_state(rng["cpu"])
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{Path(path) / 'rng.safetensors'} is damaged: no usable CPU random state "
+                              f"({err})") from None
     if torch.cuda.is_available():
         cuda = [rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng]
         if cuda:

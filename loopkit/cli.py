@@ -10,8 +10,37 @@ from pathlib import Path
 from . import config
 from .checkpoint import CheckpointError
 from .progress import enabled, set_quiet
+from .runfolder import check_output_folder
 from .sudoku.io import SudokuFormatError
 from .train import TrainingDiverged
+
+
+def check_flags(*checks: tuple[str, object, object, str]) -> None:
+    """Command-line numbers are range-checked like config keys, before anything is computed:
+    (flag, value or None when not given, check, what is allowed)."""
+    for flag, value, ok, allowed in checks:
+        if value is not None and not ok(value):
+            raise config.ConfigError(f"{flag}={value!r} is out of range: allowed {allowed}")
+
+
+def check_device(text: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise config.ConfigError(f"--device={text!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise config.ConfigError(f"--device={text}: no CUDA GPU is available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise config.ConfigError(f"--device={text}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
+def check_run_folder(run_dir: str, out: str) -> None:
+    """A run to read and its output folder, checked before the compute (`out` inside the run)."""
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir} is not a run folder (no such folder)")
+    check_output_folder(Path(run_dir) / out, "output folder", parents=False)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -19,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config.load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-    last = train(cfg, run_dir, resume=args.resume, allow_changes=args.allow_changes, progress=enabled())
+    last = train(cfg, run_dir, resume=args.resume, allow_changes=args.allow_changes, ckpt_name=args.checkpoint,
+                 progress=enabled())
     print(json.dumps(last))
     print(f"run directory: {run_dir}")
 
@@ -28,16 +58,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
     # --halt, --stable-k and --prob-tol are shorthands for eval.halt=..., so the config checks them
     shorthands = [f"eval.{key}={value}" for key, value in
                   (("halt", args.halt), ("stable_k", args.stable_k), ("prob_tol", args.prob_tol)) if value is not None]
+    check_flags(("--iters", args.iters, lambda v: v >= 1, ">= 1"),
+                ("--batch-size", args.batch_size, lambda v: v >= 1, ">= 1"),
+                ("--max-iters", args.max_iters, lambda v: v >= 1, ">= 1"),
+                ("--tol", args.tol, lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: never)"))
+    check_device(args.device)
     result_file = Path(args.run_dir) / args.out / ("until_converged.json" if args.until_converged else "results.json")
     if result_file.exists() and not args.force:
         raise config.ConfigError(f"{result_file} already exists; pass --force to replace it, or --out NAME to "
                                  "write the results beside it")
+    check_run_folder(args.run_dir, args.out)
     if args.until_converged:
         from .early_exit import evaluate_until_converged, format_until_converged
 
         result = evaluate_until_converged(args.run_dir, tol=args.tol, max_iters=args.max_iters or args.iters,
                                           device=args.device, batch_size=args.batch_size,
-                                          overrides=[*args.overrides, *shorthands], out_name=args.out)
+                                          overrides=[*args.overrides, *shorthands], out_name=args.out,
+                                          ckpt_name=args.checkpoint)
         print(format_until_converged(result))
         print(f"wrote {Path(args.run_dir) / args.out / 'until_converged.json'}")
         return
@@ -48,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_run, format_table
 
     result = evaluate_run(args.run_dir, max_iters=args.iters, device=args.device, batch_size=args.batch_size,
-                          overrides=args.overrides, out_name=args.out)
+                          overrides=args.overrides, out_name=args.out, ckpt_name=args.checkpoint)
     print(format_table(result["summary"]))
     print(format_compute(result["early_exit"]))
     print(f"wrote {Path(args.run_dir) / args.out / 'results.json'}, accuracy_vs_T.png and accuracy_vs_compute.png")
@@ -57,10 +94,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_analyze(args: argparse.Namespace) -> None:
     from .analysis import analyze_run, format_summary
 
+    check_flags(("--samples", args.samples, lambda v: v >= 1, ">= 1"),
+                ("--inits", args.inits, lambda v: v >= 1, ">= 1"),
+                ("--max-iters", args.max_iters, lambda v: v >= 1, ">= 1"),
+                ("--tol", args.tol, lambda v: 0 < v < float("inf"), "a finite number > 0"),
+                ("--min-sv-budget", args.min_sv_budget, lambda v: v >= 0, ">= 0 (0: skip sigma_min)"))
+    check_device(args.device)
+    check_run_folder(args.run_dir, "analysis")
     result = analyze_run(args.run_dir, samples=args.samples, max_iter=args.max_iters, tol=args.tol,
                          sets=args.sets.split(",") if args.sets else None, n_inits=args.inits,
                          method=args.method, min_sv_matvecs=args.min_sv_budget, device=args.device,
-                         sensitivity_norm=args.sensitivity_norm, rho_tol=args.rho_tol)
+                         sensitivity_norm=args.sensitivity_norm, rho_tol=args.rho_tol, ckpt_name=args.checkpoint)
     print(format_summary(result))
     print(f"wrote {Path(args.run_dir) / 'analysis'}/results.json, residuals.png, geometry.png, sensitivity.png")
 
@@ -79,10 +123,14 @@ def cmd_data(args: argparse.Namespace) -> None:
     training can start at once later, on this machine or on another that gets the cache folder."""
     import time
 
+    from .runfolder import load_stored, run_of_config
     from .tasks import build_task
 
-    cfg = config.load(args.config, args.overrides)
+    run = run_of_config(args.config)  # a run's stored config is data: no engine, no writes elsewhere from it
+    cfg, read_only = load_stored(config.load(args.config), run, args.overrides) if run else \
+        (config.load(args.config, args.overrides), False)
     task = build_task(cfg.task)
+    task.cache_read_only = read_only
     started = time.perf_counter()
     if hasattr(task, "train_data"):
         print(f"train: {len(task.train_data())} examples")
@@ -97,6 +145,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise config.ConfigError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out or Path("runs") / Path(args.sweep).stem)
+    check_output_folder(out, "sweep folder")
     if args.threads < 0:
         raise config.ConfigError(f"--threads must be >= 0 (0: the cores split between the workers), got {args.threads}")
     failures = run_sweep(args.sweep, out, workers=args.workers, backend=args.backend, address=args.address,
@@ -119,6 +168,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     if not runs:
         raise config.ConfigError(f"none of {' '.join(args.run_dirs)} is an evaluated run (no eval/results.json)")
     out = Path(args.out or os.path.commonpath([str(Path(r).resolve().parent) for r in runs]))
+    check_output_folder(out, "output folder")
     result = write_claims(runs, out)
     print(to_markdown(result))
     print(f"wrote {out / 'claims.md'} and {out / 'claims.json'}")
@@ -128,9 +178,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_report
 
     paths = [Path(p) for p in args.paths]
+    if len(paths) == 1 and not paths[0].is_dir():
+        raise config.ConfigError(f"{paths[0]} is not a folder (a sweep folder or a run folder)")
     if len(paths) == 1 and not (paths[0] / "eval").is_dir():  # a sweep folder: its runs
         paths = sorted(p for p in paths[0].iterdir() if (p / "eval" / "results.json").is_file())
     out = Path(args.out or (Path(args.paths[0]) if len(args.paths) == 1 else Path(".")) / "report.html")
+    if out.is_dir():
+        raise config.ConfigError(f"--out {out} is a folder; name the HTML file to write")
+    check_output_folder(out.parent, "output folder")
     print(f"wrote {write_report(paths, out)}")
 
 
@@ -152,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--allow-changes", action="store_true",
                    help="with --resume: continue with changed train/task/eval values (recorded in config_changes.jsonl)")
+    p.add_argument("--checkpoint", help="with --resume: continue from this checkpoint (step_NNNNNNNN or a step) "
+                                        "instead of the latest; later ones are set aside")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="accuracy versus test-time T on every difficulty of the task")
@@ -159,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="task.*/eval.* changes, e.g. task.eval_files=[puzzles.txt]")
     p.add_argument("--out", default="eval", help="folder inside the run directory for the results")
     p.add_argument("--force", action="store_true", help="replace results already in --out")
+    p.add_argument("--checkpoint", help="evaluate this checkpoint (step_NNNNNNNN or a step) instead of the latest")
     p.add_argument("--iters", type=int, help="largest T (default: eval.iters, or 4 x the training T)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int)
@@ -190,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Jacobian products allowed for sigma_min(I - J), the costliest estimate (0: skip it)")
     p.add_argument("--rho-tol", type=float, default=1e-3,
                    help="Ritz residual every rho(J) estimate is restarted to (reported beside rho)")
+    p.add_argument("--checkpoint", help="analyse this checkpoint (step_NNNNNNNN or a step) instead of the latest")
     p.add_argument("--sensitivity-norm", action="store_true",
                    help="also ||dh*/de||_2, the worst input direction (Lanczos through IFT solves; costly)")
     p.add_argument("--device", default="cpu")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import config
 from .config import ConfigError
 
 MULTIPLES = ((1, "T"), (2, "2T"), (4, "4T"))  # of the training T
@@ -22,7 +23,14 @@ def load_results(run_dir: str | Path, out_name: str = "eval") -> dict[str, Any]:
     path = Path(run_dir) / out_name / "results.json"
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: run `loopkit eval {run_dir}` first")
-    return json.loads(path.read_text())
+    try:
+        res = json.loads(config.read_text(path))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is damaged: not JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+                          f"run `loopkit eval {run_dir} --force` again") from None
+    if not isinstance(res, dict):
+        raise ConfigError(f"{path} is damaged: not a mapping of results")
+    return res
 
 
 def run_label(run_dir: Path, switches: dict[str, Any], differing: list[str]) -> str:
@@ -33,10 +41,10 @@ def run_label(run_dir: Path, switches: dict[str, Any], differing: list[str]) -> 
 
 def run_switches(run_dir: Path) -> dict[str, Any]:
     """The run's model and training switches, flat (`recall`, `train.lr`, ...)."""
-    import yaml
-
     path = run_dir / "config.yaml"
-    cfg = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    cfg = (config.read_yaml(path) or {}) if path.is_file() else {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} is damaged: not a mapping of sections")
     flat = dict(cfg.get("model", {}))
     flat.update({f"train.{k}": v for k, v in cfg.get("train", {}).items() if f"train.{k}" not in IGNORED})
     return flat

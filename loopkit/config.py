@@ -246,6 +246,9 @@ def validate(cfg: Config) -> None:
                           "it needs train.alpha < 1, train.bptt=0 and model.tied=true")
     if not m.tied and (t.iters_min or t.alpha > 0):
         raise ConfigError("an untied stack (model.tied=false) has a fixed depth: set train.alpha=0 and train.iters_min=0")
+    from .tasks import check_options  # the task section's keys and ranges (imported here: tasks import config)
+
+    check_options(cfg.task)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -256,7 +259,33 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = key.strip().split(".")
     if len(path) != 2 or not all(path):
         raise ConfigError(f"override key {key!r} must be section.key (e.g. model.width=128)")
-    return path, yaml.safe_load(value) if value.strip() else ""
+    try:
+        return path, yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "unreadable"
+        raise ConfigError(f"override {text!r}: the value is not a YAML scalar or list ({problem})") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A text file the user or a run folder gave, read as UTF-8 (a BOM dropped); anything else is a
+    ConfigError naming the file and the fault, never a traceback from the decoder."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                          "save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path} cannot be read: {err.strerror or err}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content (None when empty); a fault is one line naming the file and the place."""
+    try:
+        return yaml.safe_load(read_text(path))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML: {getattr(err, 'problem', None) or 'unreadable'}{where}") from None
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -265,10 +294,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        raw = read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping with sections task, model, train, eval")
     return from_dict(apply_overrides(raw, overrides))

@@ -102,7 +102,7 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
 def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_iters: int | None = None,
                              device: str = "cpu", batch_size: int | None = None,
                              overrides: list[str] | tuple[str, ...] = (), out_name: str = "eval",
-                             progress: bool | None = None) -> dict[str, Any]:
+                             ckpt_name: str | None = None, progress: bool | None = None) -> dict[str, Any]:
     """`loopkit eval --until-converged`: every eval set with per-sample early exit under the rule
     of `eval.halt` (`eval.stable_k`, `eval.prob_tol`); writes <out_name>/until_converged.json.
     Wall time is measured, since here finished samples really stop, and CPU time of this process
@@ -113,7 +113,7 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
     from .evaluate import load_run
 
     run_dir = Path(run_dir)
-    cfg, task, model, step = load_run(run_dir, device, overrides)
+    cfg, task, model, step = load_run(run_dir, device, overrides, ckpt_name)
     tol = cfg.eval.tol if tol is None else tol
     rule, k, prob_tol = cfg.eval.halt, cfg.eval.stable_k, cfg.eval.prob_tol
     max_iters = max_iters or cfg.eval_iters()

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint
-from .config import Config, override_for_eval
+from .config import Config
 from .model import LoopedTransformer
 from .progress import advance, job
 from .tasks import EvalSet, Task, build_task
@@ -144,18 +144,22 @@ def plot(curves: dict[str, dict[str, list[float]]], train_iters: int, path: Path
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
-             overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Task, LoopedTransformer, int]:
-    """The latest checkpoint of a run, rebuilt from the config stored inside it (with `task.*` /
-    `eval.*` overrides for evaluation)."""
+             overrides: list[str] | tuple[str, ...] = (),
+             ckpt_name: str | None = None) -> tuple[Config, Task, LoopedTransformer, int]:
+    """The latest checkpoint of a run (or the one `ckpt_name` names), rebuilt from the config stored
+    inside it (with `task.*` / `eval.*` overrides for evaluation). The stored config is data: it
+    runs no program and writes nowhere outside the run (`loopkit.runfolder`)."""
+    from .runfolder import load_stored
     from .train import build_model
 
-    ckpt = checkpoint.latest(Path(run_dir))
+    if not Path(run_dir).is_dir():
+        raise checkpoint.CheckpointError(f"{run_dir} is not a run folder (no such folder)")
+    ckpt = checkpoint.find(Path(run_dir), ckpt_name)
     if ckpt is None:
         raise checkpoint.CheckpointError(f"{run_dir} has no checkpoint (checkpoints/latest is missing)")
-    cfg = checkpoint.config_from_checkpoint(ckpt)
-    if overrides:
-        cfg = override_for_eval(cfg, overrides)
+    cfg, read_only = load_stored(checkpoint.config_from_checkpoint(ckpt), run_dir, overrides)
     task = build_task(cfg.task)
+    task.cache_read_only = read_only
     model = build_model(cfg, task)
     checkpoint.load_weights(ckpt, model)
     return cfg, task, model.to(device), checkpoint.read_state(ckpt)["step"]
@@ -163,11 +167,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
 
 def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str = "cpu",
                  batch_size: int | None = None, overrides: list[str] | tuple[str, ...] = (),
-                 out_name: str = "eval", progress: bool | None = None) -> dict[str, Any]:
+                 out_name: str = "eval", ckpt_name: str | None = None,
+                 progress: bool | None = None) -> dict[str, Any]:
     """Accuracy vs T on every eval set; writes RUN_DIR/<out_name>/results.json and plots.
     `progress`: a bar per set on stderr (None: when stderr is a terminal; `loopkit.progress`)."""
     run_dir = Path(run_dir)
-    cfg, task, model, step = load_run(run_dir, device, overrides)
+    cfg, task, model, step = load_run(run_dir, device, overrides, ckpt_name)
     max_iters = max_iters or cfg.eval_iters()
     if not cfg.model.tied:
         max_iters = len(model.blocks)

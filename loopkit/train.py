@@ -27,10 +27,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-import yaml
 from tqdm import tqdm
 
-from . import checkpoint, fixedpoint, precision
+from . import checkpoint, config, fixedpoint, precision, runfolder
 from .config import SECTIONS, Config, ConfigError, TrainConfig, dump
 from .model import LoopedTransformer
 from .tasks import Task, build_task
@@ -84,7 +83,7 @@ def pick_precision(cfg: TrainConfig, device: torch.device, run_dir: Path, resume
     (its config.yaml records the choice), so `auto` cannot switch formats halfway through a run."""
     config_file = run_dir / "config.yaml"
     if cfg.precision == "auto" and resume and config_file.exists():
-        stored = (yaml.safe_load(config_file.read_text()) or {}).get("train", {}).get("precision", "fp32")
+        stored = _mapping(_mapping(config.read_yaml(config_file)).get("train")).get("precision", "fp32")
         if stored in precision.PRECISIONS and stored != "auto":
             return stored, f"recorded in {config_file}"
     return precision.resolve(cfg.precision, device)
@@ -309,11 +308,18 @@ def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
     return changes
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: bool = False) -> int | None:
+def _mapping(raw: Any) -> dict[str, Any]:
+    return raw if isinstance(raw, dict) else {}
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: bool = False,
+                    ckpt_name: str | None = None) -> int | None:
     """Create or reopen a run directory; refuse anything that would mix two runs in one folder.
     Returns the step to resume from (None for a fresh run). A resume that changes the recipe is
     refused unless `allow_changes`; then config.yaml takes the new values and config_changes.jsonl
-    records what changed at which step, so the folder's record stays true."""
+    records what changed at which step, so the folder's record stays true. A damaged checkpoint is
+    refused naming the file; `ckpt_name` (--checkpoint) resumes from an earlier one, the later
+    checkpoints set aside as checkpoints/set-aside-step_NNNNNNNN (never deleted)."""
     config_file = run_dir / "config.yaml"
     if not resume:
         if config_file.exists() or (run_dir / "checkpoints").exists():
@@ -323,10 +329,13 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
         return None
     if not config_file.exists():
         raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml)")
+    recorded = config.read_yaml(config_file)  # a damaged record is named, never passed over
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"{config_file} is damaged: not a mapping with sections task, model, train, eval")
     for stale in (run_dir / "checkpoints").glob(".tmp-step_*"):  # half-written by a killed run; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
-    ckpt = checkpoint.latest(run_dir)
-    stored = checkpoint.read_state(ckpt)["config"] if ckpt else yaml.safe_load(config_file.read_text()) or {}
+    ckpt = checkpoint.find(run_dir, ckpt_name, full=True, use="to the resume (its later steps are trained again)")
+    stored = checkpoint.read_state(ckpt)["config"] if ckpt else recorded
     if ckpt:
         checkpoint.check_same_model(stored, cfg, ckpt)
     changes = config_changes(stored, cfg)
@@ -334,6 +343,17 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
         raise ConfigError(f"--resume would change this run's recipe ({'; '.join(changes)}); pass --allow-changes "
                           "to continue with the new values (recorded in config_changes.jsonl), or resume with the old")
     step = checkpoint.read_state(ckpt)["step"] if ckpt else 0
+    later = [p for p in checkpoint.steps(run_dir) if ckpt is not None and p.name > ckpt.name]
+    for path in later:  # --checkpoint chose an earlier one: keep the later ones, out of the way
+        aside = path.with_name(f"set-aside-{path.name}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = path.with_name(f"set-aside-{path.name}-{n}")
+        os.rename(path, aside)
+        print(f"loopkit: resuming from {ckpt.name}; {path.name} set aside as {aside}", file=sys.stderr)
+    if ckpt is not None and ckpt_name is not None:  # the chosen one is the latest from now on
+        checkpoint.set_latest(run_dir, ckpt)
     if changes:
         with open(run_dir / "config_changes.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "changes": changes}) + "\n")
@@ -342,11 +362,16 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, allow_changes: bool = False) -> dict[str, Any]:
+          progress: bool = True, allow_changes: bool = False, ckpt_name: str | None = None) -> dict[str, Any]:
     """Train and return the last logged metrics. `stop_after` ends the process's work after that
-    many steps without a final checkpoint (used to test that a killed run resumes exactly)."""
+    many steps without a final checkpoint (used to test that a killed run resumes exactly).
+    `ckpt_name` (with `resume`) continues from that checkpoint instead of the latest."""
     run_dir = Path(run_dir)
+    if ckpt_name is not None and not resume:
+        raise ConfigError("--checkpoint names the checkpoint a --resume continues from; add --resume")
     task = build_task(cfg.task)  # validates the task section before the run directory is touched
+    # the run folder stores paths relative to itself, so it evaluates from any folder (loopkit.runfolder)
+    cfg = dataclasses.replace(cfg, task=runfolder.for_storage(cfg.task, run_dir))
     rt = setup_runtime(cfg.train)
     tc = cfg.train
     torch.manual_seed(tc.seed)
@@ -354,18 +379,18 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     chosen, why = pick_precision(tc, rt.device, run_dir, resume)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(tc, precision=chosen))
     tc = cfg.train
-    if rt.main and progress:
-        print(f"loopkit: training in {chosen} on {rt.device} ({why})", file=sys.stderr)
     lock, start = None, None
     if rt.main:
         lock, created = lock_run_dir(run_dir, resume)
         try:
-            start = prepare_run_dir(run_dir, cfg, resume, allow_changes)
+            start = prepare_run_dir(run_dir, cfg, resume, allow_changes, ckpt_name)
         except Exception:
             lock.close()
             if created:  # a failed start leaves nothing behind
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
+    if rt.main and progress:  # after the checks: a refused start prints its one error line only
+        print(f"loopkit: training in {chosen} on {rt.device} ({why})", file=sys.stderr)
     if rt.world > 1:  # every rank takes rank 0's start step and number format
         box = [start, tc.precision]
         dist.broadcast_object_list(box, src=0)

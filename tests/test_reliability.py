@@ -1,0 +1,438 @@
+"""Issue 11: no silent failure, no lost run, no code from a run folder.
+
+The corpus of bad inputs is one table: each case is a command line (and the damage done first),
+the exit code and the one-line message it must give. Every case must print exactly one stderr
+line, starting `loopkit: error:`, no traceback, nothing on stdout, and leave every file it was
+given byte-identical (the whole test folder is hashed before and after). One tiny trained run,
+made once for the module, is copied into each case's folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from loopkit import checkpoint, config
+from loopkit.cli import main
+from loopkit.evaluate import evaluate_run, load_run
+from loopkit.runfolder import for_storage
+from loopkit.tasks import TASKS
+from loopkit.train import build_model, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "loopkit" / "configs"
+TINY = ["task.train_length=8", "task.eval_lengths=[8, 16]", "task.eval_samples=16", "model.width=16",
+        "model.heads=2", "model.window=1", "model.causal=true", "train.steps=4", "train.iters=3",
+        "train.batch_size=8", "train.warmup_steps=1", "train.log_every=2", "train.eval_every=0",
+        "train.ckpt_every=2", "train.threads=1", "eval.iters=6", "eval.batch_size=16"]
+SMALL = ["model.width=8", "model.heads=2", "train.steps=1", "train.iters=2", "train.eval_every=0", "train.threads=1",
+         "task.workers=1", "task.train_size=4", "task.eval_samples=2", "task.cache_dir={tmp}/cache"]
+
+
+def train_prefix(*bad: str) -> list[str]:
+    """A new tiny run with `bad` overrides (tiny, so that a case that is wrongly accepted ends soon)."""
+    return ["train", "{cfg}", "--run-dir", "{tmp}/new", *TINY, *bad]
+
+
+def train_sudoku(*bad: str) -> list[str]:
+    return ["train", str(SHIPPED / "sudoku.yaml"), "--run-dir", "{tmp}/new", *SMALL, "task.eval_levels=[easy]", *bad]
+
+
+def train_chess(*bad: str) -> list[str]:
+    return ["train", str(SHIPPED / "chess.yaml"), "--run-dir", "{tmp}/new", *SMALL, *bad]
+
+
+RESUME = ["train", "{cfg}", "--run-dir", "{run}", "--resume", *TINY]  # the shared run, resumed as it was trained
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: cuda is a valid device here")
+
+
+def tiny_checkpoint(run: Path, overrides: list[str]) -> None:
+    """An untrained run folder (config.yaml and one checkpoint) of any task: no data needed."""
+    cfg = config.load(None, overrides)
+    model = build_model(cfg, TASKS[cfg.task["name"]])  # the task's sizes; its data files need not exist yet
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(config.dump(cfg))
+    checkpoint.save(run, 0, model, torch.optim.AdamW(model.parameters()), cfg, {"metrics": {}})
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """The tiny prefix-sums run (checkpoints at steps 2 and 4), its eval results, its config file,
+    and a chess run whose stored config names an engine that would leave a mark if it ran."""
+    root = tmp_path_factory.mktemp("made")
+    cfg_file = root / "tiny.yaml"
+    cfg_file.write_text("task:\n  name: prefix_sums\ntrain:\n  precision: fp32\n")  # TINY gives the rest
+    run = root / "run"
+    train(config.load(cfg_file, TINY), run, progress=False)
+    evaluated = root / "evaluated"
+    shutil.copytree(run, evaluated)
+    evaluate_run(evaluated)
+    evil = root / "evil-engine"
+    evil.write_text('#!/bin/sh\ntouch "$LOOPKIT_TEST_MARK"\n')
+    evil.chmod(0o755)
+    chess = root / "chess"
+    tiny_checkpoint(chess, ["task.name=chess", f"task.engine={evil}", "task.cache_dir=cache", "task.max_depth=4",
+                            "task.train_grades=1-2", "task.eval_levels=[1-4]", "task.eval_samples=4",
+                            "model.width=8", "model.heads=2", "model.position=board", "train.iters=2"])
+    return SimpleNamespace(root=root, cfg=cfg_file, run=run, results=(evaluated / "eval" / "results.json").read_bytes(),
+                           chess=chess)
+
+
+@pytest.fixture(autouse=True)
+def no_engine(monkeypatch, tmp_path):
+    """No Stockfish in this module (the default one would really make puzzles), and the mark an
+    engine run from a stored config would leave falls inside the hashed test folder."""
+    monkeypatch.setenv("LOOPKIT_STOCKFISH", str(tmp_path / "no-stockfish"))
+    monkeypatch.setenv("LOOPKIT_TEST_MARK", str(tmp_path / "engine-ran"))
+
+
+def tree_hash(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+# -- the damage done before a case ----------------------------------------------------------------
+STEP2, STEP4 = "checkpoints/step_00000002", "checkpoints/step_00000004"
+
+
+def write(rel: str, data: bytes | str):
+    def setup(ctx):
+        path = ctx.tmp / rel.format(run="run")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return setup
+
+
+def cut(rel: str):
+    def setup(ctx):
+        path = ctx.run / rel
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return setup
+
+
+def nan_weights(*steps: str):
+    def setup(ctx):
+        for step in steps:
+            file = ctx.run / step / "model.safetensors"
+            weights = load_file(file)
+            name = sorted(weights)[0]
+            weights[name] = torch.full_like(weights[name], float("nan"))
+            save_file(weights, file)
+    return setup
+
+
+def evaluated(ctx):
+    write("run/eval/results.json", ctx.made.results)(ctx)
+
+
+def locked(ctx):
+    handle = open(ctx.run / ".lock", "a")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def chess_run(ctx):
+    shutil.copytree(ctx.made.chess, ctx.tmp / "chess")
+
+
+def both(*setups):
+    def setup(ctx):
+        for s in setups:
+            s(ctx)
+    return setup
+
+
+def sweep_file(ctx):
+    (ctx.tmp / "sweep.yaml").write_text(f"base: {ctx.made.cfg}\noverrides: {json.dumps(TINY)}\n")
+
+
+# (id, argv with {run} {tmp} {cfg} {chess} placeholders, setup, exit code, regex of the message)
+CASES = [
+    # earlier in issue 11: ranges, locks, --force, latest
+    ("keep_checkpoints=-1", train_prefix("train.keep_checkpoints=-1"), None, 2,
+     r"train\.keep_checkpoints=-1 is out of range: allowed >= 1"),
+    ("grad_clip=-1", train_prefix("train.grad_clip=-1"), None, 2,
+     r"train\.grad_clip=-1\.0 is out of range: allowed a finite number > 0"),
+    ("min_lr_ratio=-2", train_prefix("train.min_lr_ratio=-2"), None, 2,
+     r"train\.min_lr_ratio=-2\.0 is out of range: allowed in \[0, 1\]"),
+    ("heads=0", train_prefix("model.heads=0"), None, 2, r"model\.heads must be >= 1, got 0"),
+    ("ckpt_every=0", train_prefix("train.ckpt_every=0"), None, 2,
+     r"train\.ckpt_every=0 is out of range: allowed >= 1"),
+    ("lr=-1", train_prefix("train.lr=-1"), None, 2,
+     r"train\.lr=-1\.0 is out of range: allowed a finite number > 0"),
+    ("lr=nan", train_prefix("train.lr=.nan"), None, 2, r"train\.lr=nan is out of range"),
+    ("window=-1", train_prefix("model.window=-1"), None, 2,
+     r"model\.window=-1 is out of range: allowed >= 0"),
+    pytest.param("device=cuda", train_prefix("train.device=cuda"), None, 2,
+                 r"train\.device=cuda: no CUDA GPU is available here", marks=NO_GPU, id="device=cuda"),
+    ("unknown key", train_prefix("model.widht=8"), None, 2, r"unknown config key 'model\.widht'"),
+    ("two trains on one folder", RESUME, locked, 2,
+     r"is in use by another loopkit train process"),
+    ("train over a run", ["train", "{cfg}", "--run-dir", "{run}", *TINY], None, 2,
+     r"already holds a run; pass --resume or choose another --run-dir"),
+    ("resume with another recipe", [*RESUME, "train.lr=0.01"], None, 2,
+     r"--resume would change this run's recipe \(train\.lr: 0\.001 -> 0\.01\); pass --allow-changes"),
+    ("eval over earlier results", ["eval", "{run}"], evaluated, 2,
+     r"eval/results\.json already exists; pass --force to replace it, or --out NAME"),
+    ("latest points outside", ["eval", "{run}"], write("run/checkpoints/latest", "../../../elsewhere\n"), 2,
+     r"checkpoints/latest names '\.\./\.\./\.\./elsewhere', not a checkpoint of this run"),
+    ("latest points outside, resume", RESUME,
+     write("run/checkpoints/latest", "/etc\n"), 2, r"names '/etc', not a checkpoint of this run"),
+    # item 1: non-finite weights
+    ("eval of NaN weights", ["eval", "{run}"], nan_weights(STEP2, STEP4), 2,
+     r"step_00000004/model\.safetensors holds non-finite weights \(NaN or inf in 1 of \d+ tensors, first [\w.]+\): "
+     r"the model is broken and gives no meaningful numbers$"),
+    ("analyze of NaN weights", ["analyze", "{run}", "--samples", "4"], nan_weights(STEP2, STEP4), 2,
+     r"step_00000004/model\.safetensors holds non-finite weights"),
+    ("eval of NaN latest", ["eval", "{run}"], nan_weights(STEP4), 2,
+     r"holds non-finite weights .*; the earlier checkpoint step_00000002 \(step 2\) is intact: "
+     r"add --checkpoint step_00000002 to use it$"),
+    # item 2: task options and analyze/eval flags, refused before a run folder or a result exists
+    ("eval_samples=0", train_prefix("task.eval_samples=0"), None, 2,
+     r"task\.eval_samples=0 is out of range: allowed >= 1$"),
+    ("eval_lengths=[]", train_prefix("task.eval_lengths=[]"), None, 2,
+     r"task\.eval_lengths=\[\] is out of range: allowed a non-empty list of distinct lengths >= 1"),
+    ("eval_lengths=[-3]", train_prefix("task.eval_lengths=[-3]"), None, 2,
+     r"task\.eval_lengths=\[-3\] is out of range"),
+    ("eval_lengths twice", train_prefix("task.eval_lengths=[8, 8]"), None, 2,
+     r"task\.eval_lengths=\[8, 8\] is out of range: allowed a non-empty list of distinct"),
+    ("train_length=0", train_prefix("task.train_length=0"), None, 2,
+     r"task\.train_length=0 is out of range: allowed >= 1"),
+    ("train_length_min > train_length", train_prefix("task.train_length_min=40"), None, 2,
+     r"task\.train_length_min=40 is out of range: allowed at most task\.train_length=8"),
+    ("eval_seed=-1", train_prefix("task.eval_seed=-1"), None, 2,
+     r"task\.eval_seed=-1 is out of range: allowed >= 0"),
+    ("eval override eval_samples=0", ["eval", "{run}", "task.eval_samples=0"], None, 2,
+     r"task\.eval_samples=0 is out of range"),
+    ("eval override eval_lengths=[]", ["eval", "{run}", "task.eval_lengths=[]"], None, 2,
+     r"task\.eval_lengths=\[\] is out of range"),
+    ("sudoku train_size=0", train_sudoku("task.train_size=0"), None, 2,
+     r"task\.train_size=0 is out of range: allowed >= 1"),
+    ("sudoku no eval set", train_sudoku("task.eval_levels=[]"), None, 2,
+     r"task\.eval_levels=\[\] and task\.eval_files=\[\]: the task would have no eval set"),
+    ("sudoku seed=-1", train_sudoku("task.seed=-1"), None, 2,
+     r"task\.seed=-1 is out of range: allowed >= 0"),
+    ("sudoku workers=-1", train_sudoku("task.workers=-1"), None, 2,
+     r"task\.workers=-1 is out of range: allowed >= 0 \(0: every core\)"),
+    ("sudoku rating_buckets nan", train_sudoku("task.rating_buckets=[.nan]"), None, 2,
+     r"task\.rating_buckets=\[nan\] is out of range"),
+    ("sudoku unknown level", train_sudoku("task.eval_levels=[nightmare]"),
+     None, 2, r"task\.eval_levels: unknown level\(s\) \['nightmare'\]"),
+    ("chess max_depth=0", train_chess("task.max_depth=0"), None, 2,
+     r"task\.max_depth=0 is out of range: allowed >= 1"),
+    ("chess opening_plies reversed", train_chess("task.opening_plies=[5, 2]"), None, 2,
+     r"task\.opening_plies=\[5, 2\] is out of range: allowed \[min, max\] with 0 <= min <= max"),
+    ("chess opening_plies past max_ply", train_chess("task.opening_plies=[2, 200]"), None, 2,
+     r"allowed a max below task\.max_ply=100"),
+    ("chess mistake_rate=2", train_chess("task.mistake_rate=2"), None, 2,
+     r"task\.mistake_rate=2\.0 is out of range: allowed in \[0, 1\]"),
+    ("chess play_nodes=0", train_chess("task.play_nodes=0"), None, 2,
+     r"task\.play_nodes=0 is out of range"),
+    ("chess grades past max_depth", train_chess("task.train_grades=9-12"),
+     None, 2, r"task\.train_grades: grades '9-12' must lie within 1-10"),
+    ("analyze --samples -5", ["analyze", "{run}", "--samples", "-5"], None, 2,
+     r"--samples=-5 is out of range: allowed >= 1$"),
+    ("analyze --inits 0", ["analyze", "{run}", "--inits", "0"], None, 2, r"--inits=0 is out of range: allowed >= 1$"),
+    ("analyze --max-iters 0", ["analyze", "{run}", "--max-iters", "0"], None, 2, r"--max-iters=0 is out of range"),
+    ("analyze --tol -1", ["analyze", "{run}", "--tol", "-1"], None, 2,
+     r"--tol=-1\.0 is out of range: allowed a finite number > 0"),
+    ("analyze --tol nan", ["analyze", "{run}", "--tol", "nan"], None, 2, r"--tol=nan is out of range"),
+    ("analyze --min-sv-budget -1", ["analyze", "{run}", "--min-sv-budget", "-1"], None, 2,
+     r"--min-sv-budget=-1 is out of range"),
+    pytest.param("analyze --device cuda", ["analyze", "{run}", "--device", "cuda"], None, 2,
+                 r"--device=cuda: no CUDA GPU is available here", marks=NO_GPU, id="analyze --device cuda"),
+    ("eval --iters 0", ["eval", "{run}", "--iters", "0"], None, 2, r"--iters=0 is out of range: allowed >= 1"),
+    ("eval --batch-size 0", ["eval", "{run}", "--batch-size", "0"], None, 2, r"--batch-size=0 is out of range"),
+    ("eval --max-iters 0", ["eval", "{run}", "--until-converged", "--max-iters", "0"], None, 2,
+     r"--max-iters=0 is out of range"),
+    ("eval --tol -1", ["eval", "{run}", "--until-converged", "--tol", "-1"], None, 2,
+     r"--tol=-1\.0 is out of range: allowed a finite number >= 0 \(0: never\)"),
+    ("eval --device bogus", ["eval", "{run}", "--device", "bogus"], None, 2, r"--device='bogus' is not a device"),
+    ("override not YAML", train_prefix("model.width=[1"), None, 2,
+     r"override 'model\.width=\[1': the value is not a YAML scalar or list"),
+    # item 3: a run folder is data: a stored engine is never run (the mark would appear in the tree)
+    ("eval never runs a stored engine", ["eval", "{chess}"], chess_run, 2,
+     r"LOOPKIT_STOCKFISH='.*no-stockfish' is not an executable file"),
+    ("analyze never runs a stored engine", ["analyze", "{chess}", "--samples", "2"], chess_run, 2,
+     r"LOOPKIT_STOCKFISH='.*no-stockfish' is not an executable file"),
+    ("data never runs a stored engine", ["data", "{chess}/config.yaml"], chess_run, 2,
+     r"LOOPKIT_STOCKFISH='.*no-stockfish' is not an executable file"),
+    # item 4: damaged files, named with the fault, and an intact earlier checkpoint offered
+    ("truncated weights", ["eval", "{run}"], cut(f"{STEP4}/model.safetensors"), 2,
+     r"step_00000004/model\.safetensors is damaged: not a complete safetensors file \(.*\); the earlier checkpoint "
+     r"step_00000002 \(step 2\) is intact: add --checkpoint step_00000002 to use it$"),
+    ("garbage weights everywhere", ["analyze", "{run}"],
+     both(*(write(f"run/{step}/model.safetensors", "garbage" * 9) for step in (STEP2, STEP4))), 2,
+     r"step_00000004/model\.safetensors is damaged: not a complete safetensors file \([^;]*\)$"),
+    ("empty weights file", ["eval", "{run}"], write(f"run/{STEP4}/model.safetensors", b""), 2,
+     r"model\.safetensors is damaged: not a complete safetensors file"),
+    ("truncated state.json", ["eval", "{run}"], write(f"run/{STEP4}/state.json", '{"step": 4, "conf'), 2,
+     r"step_00000004/state\.json is damaged: not JSON \(.* at line 1 column \d+\); "
+     r"the earlier checkpoint step_00000002"),
+    ("state.json not UTF-8", ["eval", "{run}"], write(f"run/{STEP4}/state.json", b'{"step": 4\xff}'), 2,
+     r"state\.json is damaged: not UTF-8 text \(byte 0xff at offset 10\)"),
+    ("state.json of another step", ["eval", "{run}"], write(f"run/{STEP4}/state.json", '{"step": 9, "config": {}}'),
+     2,
+     r"state\.json is damaged: it says step 9 in the folder of step 4"),
+    ("state.json not a state", ["eval", "{run}"], write(f"run/{STEP4}/state.json", "[1, 2]"), 2,
+     r"state\.json is damaged: it lacks the step number or the run's config"),
+    ("truncated optimizer, resume", RESUME,
+     cut(f"{STEP4}/optimizer.safetensors"), 2,
+     r"step_00000004/optimizer\.safetensors is damaged: .*; "
+     r"the earlier checkpoint step_00000002 \(step 2\) is intact: "
+     r"add --checkpoint step_00000002 to the resume \(its later steps are trained again\)$"),
+    ("missing rng, resume", RESUME,
+     lambda ctx: (ctx.run / STEP4 / "rng.safetensors").unlink(), 2,
+     r"rng\.safetensors is damaged: the file is missing"),
+    ("latest missing, resume", RESUME,
+     lambda ctx: (ctx.run / "checkpoints" / "latest").unlink(), 2,
+     r"checkpoints/latest is missing, but the run has checkpoint folders; the earlier checkpoint step_00000004"),
+    ("run config.yaml not UTF-8, resume", RESUME,
+     write("run/config.yaml", b"task:\n  name: prefix_sums\xe9\n"), 2,
+     r"run/config\.yaml is not UTF-8 text \(byte 0xe9 at offset 25\); save it as UTF-8$"),
+    ("run config.yaml not UTF-8, compare", ["compare", "{run}"],
+     both(evaluated, write("run/config.yaml", b"\xff\xfe")), 2, r"run/config\.yaml is not UTF-8 text \(byte 0xff"),
+    ("results.json damaged, compare", ["compare", "{run}"], write("run/eval/results.json", "{"), 2,
+     r"eval/results\.json is damaged: not JSON"),
+    ("user config not UTF-8", ["train", "{tmp}/bad.yaml", "--run-dir", "{tmp}/new"],
+     write("bad.yaml", b"task: caf\xe9\n"), 2,
+     r"bad\.yaml is not UTF-8 text \(byte 0xe9 at offset 9\)"),
+    ("user config not YAML", ["train", "{tmp}/bad.yaml", "--run-dir", "{tmp}/new"],
+     write("bad.yaml", "task: [1, 2\n"), 2,
+     r"bad\.yaml is not valid YAML: expected ',' or '\]', but got '<stream end>' at line 2 column 1$"),
+    ("--checkpoint not a step", ["eval", "{run}", "--checkpoint", "best"], None, 2,
+     r"--checkpoint 'best': name a checkpoint as step_NNNNNNNN or by its step number"),
+    ("--checkpoint of no step", ["eval", "{run}", "--checkpoint", "99"], None, 2,
+     r"--checkpoint 99: .*step_00000099 does not exist "
+     r"\(checkpoints of this run: step_00000002, step_00000004\)"),
+    ("--checkpoint without --resume", ["train", "{cfg}", "--run-dir", "{run}", "--checkpoint", "2", *TINY], None, 2,
+     r"--checkpoint names the checkpoint a --resume continues from; add --resume"),
+    # item 4: output folders checked before the compute
+    ("eval into a file", ["eval", "{run}", "--out", "config.yaml"], None, 2,
+     r"output folder .*run/config\.yaml is a file, not a folder$"),
+    ("eval into a missing folder", ["eval", "{run}", "--out", "no/such"], None, 2,
+     r"output folder .*run/no/such: the folder .*run/no does not exist$"),
+    ("eval of no run", ["eval", "{tmp}/nothing"], None, 2, r"nothing is not a run folder \(no such folder\)"),
+    ("analyze into a file", ["analyze", "{run}"], write("run/analysis", "not a folder"), 2,
+     r"output folder .*run/analysis is a file, not a folder"),
+    ("sweep under a file", ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/file/runs"],
+     both(sweep_file, write("file", "x")), 2,
+     r"sweep folder .*file/runs: .*file is a file, not a folder"),
+    ("claims under a file", ["claims", "{run}", "--out", "{tmp}/file"], both(evaluated, write("file", "x")), 2,
+     r"output folder .*file is a file, not a folder"),
+    ("report under a file", ["report", "{run}", "--out", "{tmp}/file/report.html"],
+     both(evaluated, write("file", "x")), 2,
+     r"output folder .*/file is a file, not a folder$"),
+    ("report into a folder", ["report", "{run}", "--out", "{run}"], evaluated, 2,
+     r"--out .*run is a folder; name the HTML file"),
+    ("report of no folder", ["report", "{tmp}/nothing"], None, 2, r"nothing is not a folder"),
+]
+
+
+@pytest.mark.parametrize("name, argv, setup, code, message",
+                         [c if hasattr(c, "marks") else pytest.param(*c, id=c[0]) for c in CASES])
+def test_bad_input_gives_one_line_and_touches_nothing(made, tmp_path, capsys, name, argv, setup, code, message):
+    run = tmp_path / "run"
+    shutil.copytree(made.run, run)
+    ctx = SimpleNamespace(tmp=tmp_path, run=run, made=made)
+    keep = setup(ctx) if setup else None
+    before = tree_hash(tmp_path)
+    args = [a.format(run=run, tmp=tmp_path, cfg=made.cfg, chess=tmp_path / "chess") for a in argv]
+    capsys.readouterr()
+    try:
+        assert main(args) == code
+    finally:
+        if keep is not None:
+            keep.close()
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert "Traceback" not in out + err
+    assert len(lines) == 1 and lines[0].startswith("loopkit: error: "), err
+    assert re.search(message, lines[0]), lines[0]
+    assert out == ""
+    after = tree_hash(tmp_path)
+    assert after == before, f"changed, made or removed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+# -- what the corpus cannot show: the good paths of the same rules ---------------------------------
+def test_an_earlier_checkpoint_is_used_only_when_named_and_resumes_bit_exactly(made, tmp_path, capsys):
+    """A damaged latest checkpoint: the resume names it and offers step 2; with --checkpoint the run
+    goes on from step 2 to the very same step-4 weights and log, the damaged folder set aside."""
+    run = tmp_path / "run"
+    shutil.copytree(made.run, run)
+    cut(f"{STEP4}/optimizer.safetensors")(SimpleNamespace(run=run))
+    damaged = (run / STEP4 / "optimizer.safetensors").read_bytes()
+    base = ["train", str(made.cfg), "--run-dir", str(run), "--resume", *TINY]
+    assert main(base) == 2
+    assert main(base + ["--checkpoint", "step_00000002"]) == 0
+    assert "step_00000004 set aside as" in capsys.readouterr().err
+    assert (run / "checkpoints" / "set-aside-step_00000004" / "optimizer.safetensors").read_bytes() == damaged
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert (run / STEP4 / name).read_bytes() == (made.run / STEP4 / name).read_bytes()
+    assert (run / "metrics.jsonl").read_text().count("\n") == (made.run / "metrics.jsonl").read_text().count("\n")
+    assert checkpoint.latest(run).name == "step_00000004"
+    (run / "checkpoints" / "latest").unlink()  # lost: refused until a checkpoint is named, then named latest
+    assert main(base) == 2
+    assert main(base + ["--checkpoint", "4"]) == 0
+    assert checkpoint.latest(run).name == "step_00000004"
+
+
+def test_eval_of_a_named_earlier_checkpoint(made, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(made.run, run)
+    nan_weights(STEP4)(SimpleNamespace(run=run))
+    assert main(["eval", str(run), "--checkpoint", "2"]) == 0
+    assert json.loads((run / "eval" / "results.json").read_text())["step"] == 2
+
+
+def test_stored_paths_are_relative_to_the_run_folder():
+    task = {"name": "sudoku", "cache_dir": "data/cache", "eval_files": ["a.txt", "/abs/b.txt", "~/c.txt"]}
+    stored = for_storage(task, "runs/sweep/x")
+    assert stored["cache_dir"] == os.path.join("..", "..", "..", "data", "cache")
+    assert stored["eval_files"] == [os.path.join("..", "..", "..", "a.txt"), "/abs/b.txt", "~/c.txt"]
+
+
+def test_a_stored_run_loads_from_any_folder_and_writes_no_cache_outside_it(tmp_path, monkeypatch):
+    """Stored relative eval files are found beside the run whatever the current folder; a stored
+    cache folder outside the run is read but never written (data made for the eval is not cached
+    there); the same folder named on the command line is filled as usual."""
+    from loopkit.sudoku import generator
+
+    puzzles, solutions, _ = generator.generate("easy", 2, seed=5, progress=False)
+    run = tmp_path / "runs" / "sudoku"
+    outside = tmp_path / "outside-cache"
+    tiny_checkpoint(run, ["task.name=sudoku", "task.eval_levels=[easy]", "task.eval_samples=2", "task.workers=1",
+                          "task.eval_files=[puzzles.txt]", f"task.cache_dir={os.path.relpath(outside, run)}",
+                          "model.width=8", "model.heads=2", "model.position=grid", "train.iters=2"])
+    (run / "puzzles.txt").write_text("".join(f"{''.join(map(str, p))} {''.join(map(str, s))}\n"
+                                             for p, s in zip(puzzles, solutions)))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _, task, _, _ = load_run(run)
+    assert task.cache_read_only
+    assert [s.name for s in task.eval_sets()] == ["easy", "puzzles"]
+    assert not outside.exists() and not list(elsewhere.iterdir())
+    _, task, _, _ = load_run(run, overrides=[f"task.cache_dir={outside}"])
+    assert not task.cache_read_only and len(task.eval_sets()[0].x) == 2
+    assert list(outside.iterdir())
+
+
+def test_the_committed_chess_runs_evaluate_from_any_folder(tmp_path, monkeypatch):
+    """Their stored cache folder (../puzzle_cache) is found from the run, read without an engine."""
+    monkeypatch.chdir(tmp_path)
+    for run in ("standard_outer", "first_2000/none_outer"):
+        cfg, task, _, _ = load_run(REPO / "results" / "chess" / run)
+        assert task.cache_read_only and "engine" not in cfg.task
+        assert [len(s.x) for s in task.eval_sets()[:1]] in ([200], [100])
+    assert not list(tmp_path.iterdir())

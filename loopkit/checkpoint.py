@@ -114,7 +114,7 @@ def _fault(err: Exception) -> str:
     if isinstance(err, UnicodeDecodeError):
         return f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
     if isinstance(err, json.JSONDecodeError):
-        return f"not JSON ({err.msg} at line {err.lineno} column {err.colno})"
+        return f"not JSON ({err.msg}: line {err.lineno} column {err.colno})"
     if isinstance(err, FileNotFoundError):
         return "the file is missing"
     return str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -217,8 +217,10 @@ def find(run_dir: Path, name: str | None = None, full: bool = False, use: str = 
                 state = verify(earlier, full)
             except CheckpointError:
                 continue
-            raise CheckpointError(f"{err}; the earlier checkpoint {earlier.name} (step {state['step']}) is intact: "
-                                  f"add --checkpoint {earlier.name} {use}") from None
+            n = state["step"]
+            offer = (f"the earlier checkpoint {earlier.name} (step {n}) is intact" if path is not None
+                     else f"the newest intact checkpoint is {earlier.name} (step {n})")
+            raise CheckpointError(f"{err}; {offer}: add --checkpoint {earlier.name} {use}") from None
         raise
 
 

@@ -26,7 +26,7 @@ def load_results(run_dir: str | Path, out_name: str = "eval") -> dict[str, Any]:
     try:
         res = json.loads(config.read_text(path))
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} is damaged: not JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+        raise ConfigError(f"{path} is damaged: not JSON ({err.msg}: line {err.lineno} column {err.colno}); "
                           f"run `loopkit eval {run_dir} --force` again") from None
     if not isinstance(res, dict):
         raise ConfigError(f"{path} is damaged: not a mapping of results")

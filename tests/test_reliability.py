@@ -277,7 +277,7 @@ CASES = [
     ("empty weights file", ["eval", "{run}"], write(f"run/{STEP4}/model.safetensors", b""), 2,
      r"model\.safetensors is damaged: not a complete safetensors file"),
     ("truncated state.json", ["eval", "{run}"], write(f"run/{STEP4}/state.json", '{"step": 4, "conf'), 2,
-     r"step_00000004/state\.json is damaged: not JSON \(.* at line 1 column \d+\); "
+     r"step_00000004/state\.json is damaged: not JSON \(Unterminated string starting at: line 1 column \d+\); "
      r"the earlier checkpoint step_00000002"),
     ("state.json not UTF-8", ["eval", "{run}"], write(f"run/{STEP4}/state.json", b'{"step": 4\xff}'), 2,
      r"state\.json is damaged: not UTF-8 text \(byte 0xff at offset 10\)"),
@@ -296,7 +296,8 @@ CASES = [
      r"rng\.safetensors is damaged: the file is missing"),
     ("latest missing, resume", RESUME,
      lambda ctx: (ctx.run / "checkpoints" / "latest").unlink(), 2,
-     r"checkpoints/latest is missing, but the run has checkpoint folders; the earlier checkpoint step_00000004"),
+     r"checkpoints/latest is missing, but the run has checkpoint folders; "
+     r"the newest intact checkpoint is step_00000004 \(step 4\): add --checkpoint step_00000004 to the resume"),
     ("run config.yaml not UTF-8, resume", RESUME,
      write("run/config.yaml", b"task:\n  name: prefix_sums\xe9\n"), 2,
      r"run/config\.yaml is not UTF-8 text \(byte 0xe9 at offset 25\); save it as UTF-8$"),

@@ -15,6 +15,7 @@ import json
 import resource
 import subprocess
 import sys
+
 import torch
 
 RECIPES = ("full", "bptt", "progressive")

@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loopkit import model as model_module, precision
+from loopkit import model as model_module
+from loopkit import precision
 from loopkit.config import ModelConfig
 from loopkit.train import LoopObjective, plan_step, step_generator
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from .compare import load_results, run_switches
-from .progress import advance, job
 from .config import ConfigError
+from .progress import advance, job
 
 DIAGNOSTICS = {  # name -> (analysis section, key, statistic); what C4 correlates with the gain
     "converged": ("reachability", "converged_fraction", None),

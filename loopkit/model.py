@@ -9,8 +9,8 @@ Recall placement (none / standard / internal, op add / concat) and normalization
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,7 @@ loss stay in fp32 under autocast; only the matrix products run in bf16.
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")

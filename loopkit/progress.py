@@ -12,9 +12,9 @@ argument of their own.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 from tqdm import tqdm
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .claims import ACCURACY, DIAGNOSTICS, finite_or_none, claims, group_runs, mean_sd, read_run
+from .claims import ACCURACY, DIAGNOSTICS, claims, finite_or_none, group_runs, mean_sd, read_run
 from .config import ConfigError
 
 

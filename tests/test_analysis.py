@@ -10,7 +10,6 @@ from loopkit.analysis import analyze_model, analyze_run, format_summary
 from loopkit.early_exit import from_trace, run_until_converged
 from loopkit.evaluate import load_run, trace_set
 from loopkit.model import LoopedTransformer
-from loopkit.tasks import build_task
 from loopkit.train import train
 from test_train import TINY
 

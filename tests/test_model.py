@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from loopkit.config import ModelConfig
-from loopkit.model import AttentionPattern, LoopedTransformer, relative_offsets
+from loopkit.model import LoopedTransformer
 
 RECALLS, NORMS, OPS = ("none", "standard", "internal", "both"), ("pre", "post", "outer", "peri"), ("add", "concat")
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import DEVICES
 
+from conftest import DEVICES
 from loopkit import config, precision
 from loopkit.config import ConfigError, ModelConfig
 from loopkit.model import LoopedTransformer, attention

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from test_claims import fake_run
 
 from loopkit.cli import main
+from test_claims import fake_run
 
 
 def with_curves(run: Path, slope: float) -> Path:

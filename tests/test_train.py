@@ -179,8 +179,9 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 
 
 def test_a_diverging_run_stops_non_zero_and_keeps_its_last_finite_checkpoint(tmp_path, capsys):
-    from loopkit.cli import main
     from safetensors.torch import load_file
+
+    from loopkit.cli import main
 
     run = tmp_path / "run"
     cfg = config.load(None, TINY + ["train.steps=10", "train.keep_checkpoints=1"])

@@ -147,7 +147,7 @@ class Encoded:
     def legal_of(self, i: int) -> np.ndarray:
         return self.legal[self.offsets[i] : self.offsets[i + 1]]
 
-    def subset(self, rows) -> "Encoded":
+    def subset(self, rows) -> Encoded:
         parts = [self.legal_of(int(i)) for i in rows]
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts], dtype=np.int64)]).astype(np.int64)
         return Encoded(self.tokens[rows], self.labels[rows], offsets,

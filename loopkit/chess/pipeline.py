@@ -225,7 +225,7 @@ class PuzzleSet:
             raise AttributeError(name) from None
 
     @staticmethod
-    def concat(parts: list[dict]) -> "PuzzleSet":
+    def concat(parts: list[dict]) -> PuzzleSet:
         return PuzzleSet({k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dtype=dtype)
                           for k, dtype in FIELDS.items()})
 

@@ -56,13 +56,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .solver import (
+    _BOXES,
     ALL,
     BOX,
     CELL_UNITS,
     COL,
     POPCOUNT,
     ROW,
-    _BOXES,
     propagates,
     solve_cells,
 )

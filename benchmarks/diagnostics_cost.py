@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
@@ -67,9 +68,11 @@ def main() -> None:
     settings = [("now", {}, {})] + ([("before", {**before, "tol": 1e-6, "converged_share": 1.0}, before)]
                                      if args.baseline else [])
     for label, kw_rho, kw in settings:
-        for name, fn in (("rho(J)", lambda: fixedpoint.spectral_radius(f, h, e, **kw_rho)),
-                         ("||J||_2", lambda: fixedpoint.spectral_norm(f, h, e, **kw)),
-                         ("sigma_min(I-J)", lambda: fixedpoint.min_singular_value(
+        # partial binds this setting's keywords now, so no closure sees a later iteration's kw
+        for name, fn in (("rho(J)", partial(fixedpoint.spectral_radius, f, h, e, **kw_rho)),
+                         ("||J||_2", partial(fixedpoint.spectral_norm, f, h, e, **kw)),
+                         ("sigma_min(I-J)", partial(
+                             fixedpoint.min_singular_value,
                              f, h, e, max_matvecs=args.min_sv_budget, mode=kw.get("mode", "auto")))):
             if name in args.skip:
                 continue

@@ -105,7 +105,7 @@ def run_demo(out: Path, fresh: bool = False, config_path: Path | None = None,
     if cores >= 2 and len(jobs) > 1:
         train_side_by_side(jobs, threads=max(1, cores // len(jobs)), config_path=config_path)
     else:
-        for name, (overrides, run_dir, _) in jobs.items():
+        for overrides, run_dir, _ in jobs.values():
             train(config.load(config_path, overrides), run_dir,
                   resume=(run_dir / "config.yaml").exists(), progress=enabled())
     if jobs:
@@ -131,7 +131,7 @@ def evaluate_side_by_side(run_dirs: list[Path], threads: int) -> list[dict]:
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                        env={**os.environ, "OMP_NUM_THREADS": str(threads)}), log, run_dir))
     with tqdm(total=len(procs), desc="[demo] evaluating", unit="model", disable=not enabled(), file=sys.stderr) as bar:
-        for p, log, run_dir in procs:
+        for p, log, _ in procs:
             p.wait()
             log.close()
             bar.update(1)

@@ -357,10 +357,11 @@ class LoopedTransformer(nn.Module):
         h = s.h0
         states = [h] if return_all else None
         with torch.no_grad():
-            for h in self.iterate(s, iters - grad_iters, h):
+            for h in self.iterate(s, iters - grad_iters):  # from h_0
                 if return_all:
                     states.append(h)
-        for h in self.iterate(s, grad_iters, h, first=iters - grad_iters):
+        h_cut = h  # the last state without a graph: the recorded iterations start from it
+        for h in self.iterate(s, grad_iters, h_cut, first=iters - grad_iters):
             if return_all:
                 states.append(h)
         out = LoopOutput(logits=self.readout(h), state=h)

@@ -135,7 +135,7 @@ def test_both_recall_lets_the_first_attention_see_the_input():
         model = make(recall=recall)
         block = model.blocks[0]
         seen = []
-        hook = block.layers[0].attn.register_forward_hook(lambda mod, args, out: seen.append(out))
+        hook = block.layers[0].attn.register_forward_hook(lambda mod, args, out, seen=seen: seen.append(out))
         for x in (torch.zeros(1, 6, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)):
             model(x, 1)
         hook.remove()

@@ -76,7 +76,6 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_without_duplicate_log_
 
 def test_sigkill_at_a_random_moment_then_resume(tmp_path):
     """A real SIGKILL, wherever it lands (also inside a checkpoint write), leaves a resumable run."""
-    args = [sys.executable, "-m", "loopkit.cli", "train", "-"]
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(config.dump(config.load(None, TINY + ["train.steps=60", "train.ckpt_every=3"])))
     cmd = [sys.executable, "-m", "loopkit.cli", "train", str(cfg_file), "--run-dir"]

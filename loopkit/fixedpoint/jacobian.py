@@ -380,7 +380,7 @@ def floquet_radius(
             lins.append(Linearization(f, hs, es, mode))
             hs = f(hs, es)
 
-        def monodromy(v: Tensor) -> Tensor:
+        def monodromy(v: Tensor, lins: list[Linearization] = lins) -> Tensor:  # default binds this p's
             for lin in lins:
                 v = lin.jvp(v)
             return v

@@ -287,7 +287,7 @@ def top_ritz(
     n = v.shape[1]
     k = max(1, min(krylov_dim, n))
     rows = torch.arange(B)
-    for cycle in range(restarts + 1):
+    for _ in range(restarts + 1):
         V, H = _arnoldi(op, v, k)
         Hk = H[:, :k, :k].detach().to("cpu", torch.float64)
         h_last = H[:, k, k - 1].detach().to("cpu", torch.float64).abs()

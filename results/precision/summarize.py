@@ -40,7 +40,7 @@ for task, first in (("prefix", "len32"), ("sudoku", "easy")):
                 if name != first:
                     others.setdefault(name, []).append(100 * v["best_exact"])
         seeds = ",".join(r.name.rsplit("_s", 1)[1] for r in runs)
-        per = lambda k: f"{mean_sd(cols[k])} [{' / '.join(f'{v:.0f}' for v in cols[k])}]"  # noqa: E731
+        per = {k: f"{mean_sd(cols[k])} [{' / '.join(f'{v:.0f}' for v in cols[k])}]" for k in ("T", "4T", "best")}
         other = "; ".join(f"{n} {mean_sd(v)}" for n, v in others.items())
         print(f"| {prec} | {seeds} | {mean_sd(cols['loss'], 3)} [{' / '.join(f'{v:.3f}' for v in cols['loss'])}] | "
-              f"{statistics.mean(cols['time']):.0f} | {per('T')} | {per('4T')} | {per('best')} | {other} |")
+              f"{statistics.mean(cols['time']):.0f} | {per['T']} | {per['4T']} | {per['best']} | {other} |")

@@ -118,7 +118,8 @@ COLUMNS = [  # (summary_rows key, header, width, format spec)
     ("init_dependence", "init-dep", 8, ".3f"), ("rho", "rho(J)", 7, ".3f"),
     ("rho_residual", "rho-res", 7, ".0e"), ("norm", "|J|2", 7, ".2f"),
     ("sigma_min", "smin(I-J)", 9, ".3f"), ("attracting_fp", "att.fp", 6, ".0%"),
-    ("attracting_cycle", "att.cyc", 7, ".0%"), ("sensitivity_norm", "|dh/de|", 8, ".3f"), ("clusters", "states", 6, "d"),
+    ("attracting_cycle", "att.cyc", 7, ".0%"), ("sensitivity_norm", "|dh/de|", 8, ".3f"),
+    ("clusters", "states", 6, "d"),
 ]
 
 

@@ -245,10 +245,12 @@ def load_weights(path: Path, model: nn.Module) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items() if k in own and own[k].shape != v.shape]
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+             if k in own and own[k].shape != v.shape]
     if missing or unexpected or wrong:
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model: missing {missing}, unexpected {unexpected}, wrong shape {wrong}"
+            f"checkpoint {path} does not fit this model: missing {missing}, unexpected {unexpected}, "
+            f"wrong shape {wrong}"
         )
     model.load_state_dict(weights)
 

@@ -213,9 +213,11 @@ def verdict_c1(groups: list[Group]) -> dict[str, Any]:
 def verdict_c2(groups: list[Group]) -> dict[str, Any]:
     outer = [r for r in _runs(groups, lambda sw: sw.get("norm") == "outer" and sw.get("recall") != "none") if learnt(r)]
     other = [r for r in _runs(groups, lambda sw: sw.get("norm") != "outer" and sw.get("recall") != "none") if learnt(r)]
-    rule = ("among runs that learnt their training distribution: supported when the recall + outer-norm runs converge (mean converged share >= 0.9) with median rho(J) < 1 "
+    rule = ("among runs that learnt their training distribution: supported when the recall + outer-norm runs converge "
+            "(mean converged share >= 0.9) with median rho(J) < 1 "
             "and their OOD exact (best T) beats the recall runs of the other norm placements with a bootstrap interval "
-            "of the difference above 0; contradicted when the interval lies below 0 or rho(J) >= 1; otherwise inconclusive")
+            "of the difference above 0; contradicted when the interval lies below 0 or rho(J) >= 1; "
+            "otherwise inconclusive")
     if not outer or not other:
         return {"verdict": "inconclusive", "rule": rule,
                 "why": "needs learnt recall runs with norm=outer and with another norm (ID exact at the best T "
@@ -223,7 +225,8 @@ def verdict_c2(groups: list[Group]) -> dict[str, Any]:
     conv = np.nanmean([r.values["converged"] for r in outer])
     rho = np.nanmedian([r.values["rho"] for r in outer])
     diff, lo, hi = _diff_ci(_ood_best(outer), _ood_best(other))
-    stat = {"converged_share": float(conv), "median_rho": float(rho), "ood_best_outer_minus_other": diff, "ci": [lo, hi]}
+    stat = {"converged_share": float(conv), "median_rho": float(rho), "ood_best_outer_minus_other": diff,
+            "ci": [lo, hi]}
     for key in ("attracting_fp", "attracting_cycle"):  # where the samples end: which kind of attractor
         values = [r.values[key] for r in outer if np.isfinite(r.values[key])]
         if values:
@@ -264,7 +267,8 @@ def verdict_c3(groups: list[Group]) -> dict[str, Any]:
 
 
 def verdict_c4(runs: list[Run]) -> dict[str, Any]:
-    rule = ("Spearman's rank correlation across the runs that learnt their training distribution between each diagnostic and the extrapolation gain, with a "
+    rule = ("Spearman's rank correlation across the runs that learnt their training distribution between each "
+            "diagnostic and the extrapolation gain, with a "
             "bootstrap interval over runs; supported when the interval excludes 0 for rho(J) or init-dependence in the "
             "expected direction (negative: unstable or start-dependent maps extrapolate less) and for neither in the "
             "opposite one; contradicted when one of them excludes 0 in the opposite direction; otherwise inconclusive")
@@ -279,7 +283,9 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
         lo, hi = bootstrap_ci(spearman, x[ok], gain[ok], paired=True) if ok.sum() >= 4 else (math.nan, math.nan)
         table[name] = {"spearman": spearman(x[ok], gain[ok]), "ci": [lo, hi], "runs": int(ok.sum())}
     if not table:
-        return {"verdict": "inconclusive", "why": f"needs >= 3 analysed runs that learnt their training distribution (have {len(runs)})", "rule": rule}
+        return {"verdict": "inconclusive",
+                "why": f"needs >= 3 analysed runs that learnt their training distribution (have {len(runs)})",
+                "rule": rule}
     key = [table[k] for k in ("rho", "init_dependence") if k in table]
     if any(t["ci"][0] > 0 for t in key):
         v = "contradicted"

@@ -1,4 +1,5 @@
-"""`loopkit train | eval | analyze | compare | demo | data`: thin wrappers over the library; errors become one clear line."""
+"""`loopkit train | eval | analyze | compare | demo | data`: thin wrappers over the library; errors become
+one clear line."""
 
 from __future__ import annotations
 
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where checkpoints and metrics go (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--allow-changes", action="store_true",
-                   help="with --resume: continue with changed train/task/eval values (recorded in config_changes.jsonl)")
+                   help="with --resume: continue with changed train/task/eval values "
+                        "(recorded in config_changes.jsonl)")
     p.add_argument("--checkpoint", help="with --resume: continue from this checkpoint (step_NNNNNNNN or a step) "
                                         "instead of the latest; later ones are set aside")
     p.set_defaults(fn=cmd_train)
@@ -257,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="one exact-match table (at T, 2T, 4T per eval set) across evaluated runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="eval", help="which evaluation folder of each run to read")
-    p.add_argument("--metric", default="exact", help="exact (default), token, or a task's own (valid, legal_exact, ...)")
+    p.add_argument("--metric", default="exact",
+                   help="exact (default), token, or a task's own (valid, legal_exact, ...)")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("data", help="make and cache a config's training and eval data now (chess puzzles)")

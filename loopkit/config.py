@@ -245,7 +245,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.implicit replaces the backprop of the full-T loss of a looped model: "
                           "it needs train.alpha < 1, train.bptt=0 and model.tied=true")
     if not m.tied and (t.iters_min or t.alpha > 0):
-        raise ConfigError("an untied stack (model.tied=false) has a fixed depth: set train.alpha=0 and train.iters_min=0")
+        raise ConfigError("an untied stack (model.tied=false) has a fixed depth: "
+                          "set train.alpha=0 and train.iters_min=0")
     from .tasks import check_options  # the task section's keys and ranges (imported here: tasks import config)
 
     check_options(cfg.task)

@@ -101,7 +101,8 @@ def run_demo(out: Path, fresh: bool = False, config_path: Path | None = None,
     started = time.perf_counter()
     cores = os.cpu_count() or 1
     if jobs:
-        print(f"[demo] training {', '.join(jobs)} -> {out}" + (" (side by side)" if cores >= 2 and len(jobs) > 1 else ""))
+        print(f"[demo] training {', '.join(jobs)} -> {out}"
+              + (" (side by side)" if cores >= 2 and len(jobs) > 1 else ""))
     if cores >= 2 and len(jobs) > 1:
         train_side_by_side(jobs, threads=max(1, cores // len(jobs)), config_path=config_path)
     else:
@@ -116,7 +117,8 @@ def run_demo(out: Path, fresh: bool = False, config_path: Path | None = None,
     else:
         results = [evaluate_run(out / name) for name in DEMO_MODELS]
     results = dict(zip(DEMO_MODELS, results))
-    print(f"[demo] evaluated both up to T={results['recall_outer']['max_iters']} in {time.perf_counter() - started:.0f} s")
+    print(f"[demo] evaluated both up to T={results['recall_outer']['max_iters']} "
+          f"in {time.perf_counter() - started:.0f} s")
     print(extrapolation_table(results))
     return results
 

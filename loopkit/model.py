@@ -56,7 +56,8 @@ def relative_offsets(length: int, window: int, chunk: int, device: torch.device)
         return pos[None, :] - pos[:, None], torch.ones(length, length, dtype=torch.bool, device=device)
     n = -(-length // chunk)
     q = torch.arange(n * chunk, device=device).view(n, chunk, 1)
-    k = (torch.arange(n, device=device) * chunk).view(n, 1, 1) + torch.arange(chunk + 2 * window, device=device) - window
+    k = ((torch.arange(n, device=device) * chunk).view(n, 1, 1)
+         + torch.arange(chunk + 2 * window, device=device) - window)
     return k - q, (k >= 0) & (k < length) & torch.ones_like(q, dtype=torch.bool)
 
 
@@ -78,7 +79,8 @@ class PositionBias(nn.Module):
             # Each head starts focused on one offset of the window (0, -1, +1, -2, ... cycling), so
             # that at initialisation the heads act like the taps of a conv kernel; learning then
             # only has to sharpen or move them, not break the symmetry of a uniform average.
-            offsets = [o for d in range(cfg.window + 1) for o in ((0,) if d == 0 else (-d, d)) if not (cfg.causal and o > 0)]
+            offsets = [o for d in range(cfg.window + 1) for o in ((0,) if d == 0 else (-d, d))
+                       if not (cfg.causal and o > 0)]
             with torch.no_grad():
                 for head in range(cfg.heads):
                     self.table[head, offsets[head % len(offsets)] + self.max_distance] = 4.0

@@ -126,15 +126,18 @@ def build_report(run_dirs: list[Path], progress: bool | None = None) -> str:
     body = ""
     for g, row in zip(groups, result["rows"]):
         cells = "".join(f"<td>{html.escape(mean_sd(g.values(c)))}</td>" for c in cols)
-        body += f"<tr><td>{html.escape(g.label)}</td><td>{html.escape(','.join(map(str, row['seeds'])))}</td>{cells}</tr>"
+        body += (f"<tr><td>{html.escape(g.label)}</td><td>{html.escape(','.join(map(str, row['seeds'])))}</td>"
+                 f"{cells}</tr>")
     verdicts = "".join(
         f"<li><b>{claim}: {html.escape(v['verdict'])}</b>{html.escape(' (' + v['why'] + ')') if 'why' in v else ''}"
         f"<br><small>rule: {html.escape(v['rule'])}</small>"
         + (f"<br><code>{html.escape(json.dumps(finite_or_none(v['statistic'])))}</code>" if "statistic" in v else "")
         + "</li>" for claim, v in result["verdicts"].items())
-    figures = [("Exact match against test-time T (line: mean over seeds, band: min–max)", _accuracy_figure(groups, sets)),
+    figures = [("Exact match against test-time T (line: mean over seeds, band: min–max)",
+                _accuracy_figure(groups, sets)),
                ("Fixed-point residual r_t (median over samples), one line per run", _residual_figure(groups, sets)),
-               ("Geometry and initial-state dependence per difficulty (mean ± sd over seeds)", _diagnostics_figure(groups)),
+               ("Geometry and initial-state dependence per difficulty (mean ± sd over seeds)",
+                _diagnostics_figure(groups)),
                ("C4: each diagnostic against the extrapolation gain, one point per run", _scatter_figure(runs))]
     imgs = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='{uri}'>" for t, uri in figures if uri)
     return f"""<!doctype html>

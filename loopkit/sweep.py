@@ -121,14 +121,16 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
     variants = raw.get("variants") or {}
     if not isinstance(variants, dict) or not all(isinstance(k, str) and k.replace("_", "").isalnum()
                                                  for k in variants):
-        raise ConfigError(f"{path}: 'variants' maps a name (letters, digits, _) to a list of overrides, got {variants!r}")
+        raise ConfigError(f"{path}: 'variants' maps a name (letters, digits, _) to a list of overrides, "
+                          f"got {variants!r}")
     variants = {name: _string_list(variants, name, path) for name in variants} or {"": []}
     points = []
     # seed-major order: a sweep stopped part-way has every configuration at the first seeds
     for seed in seeds:
         for (variant, extra), values in itertools.product(variants.items(), itertools.product(*axes.values())):
             switches = [f"{key}={_value_text(v)}" for key, v in zip(axes, values)] + [f"train.seed={seed}"]
-            parts = [variant] * bool(variant) + [f"{key.split('.')[-1]}-{_value_text(v)}" for key, v in zip(axes, values)]
+            parts = [variant] * bool(variant) + [f"{key.split('.')[-1]}-{_value_text(v)}"
+                                                 for key, v in zip(axes, values)]
             name = "_".join([*parts, f"seed-{seed}"])
             overrides = common + extra + switches
             try:
@@ -160,7 +162,8 @@ def run_point(point: Point, sweep: Sweep, threads: int) -> tuple[str, str | None
     cli = [sys.executable, "-m", "loopkit.cli"]
     commands = {
         "train": cli + ["train", str(sweep.base), *point.overrides, f"train.threads={threads}",
-                        "--run-dir", str(point.run_dir)] + (["--resume"] if (point.run_dir / "config.yaml").exists() else []),
+                        "--run-dir", str(point.run_dir)]
+                 + (["--resume"] if (point.run_dir / "config.yaml").exists() else []),
         "eval": cli + ["eval", str(point.run_dir), *sweep.eval_args],
         "analyze": cli + ["analyze", str(point.run_dir), *sweep.analyze_args],
     }

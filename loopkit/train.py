@@ -402,7 +402,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     if tc.compile != "off":
         for block in model.blocks:  # in place: parameter names, hence checkpoints, stay as they are
             block.compile(mode=tc.compile)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, tc.adam_beta2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                  betas=(0.9, tc.adam_beta2))
     step, window_loss, window_steps = 0, 0.0, 0
     if start is not None:
         ckpt = checkpoint.latest(run_dir)
@@ -438,7 +439,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
             window_loss = window_loss + loss.detach().double()  # stays on the device: no sync per step
             window_steps += 1
             bar.update(1)
-            at_log, at_ckpt = step % tc.log_every == 0 or step == tc.steps, step % tc.ckpt_every == 0 or step == tc.steps
+            at_log = step % tc.log_every == 0 or step == tc.steps
+            at_ckpt = step % tc.ckpt_every == 0 or step == tc.steps
             if at_log or at_ckpt:
                 check_finite(model, float(window_loss), step, run_dir, tc)
             if rt.main and at_log:
@@ -452,7 +454,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
                 window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
             if rt.main and at_ckpt:
-                checkpoint.save(run_dir, step, model, optimizer, cfg, {"metrics": last, "window_loss": float(window_loss), "window_steps": window_steps}, keep=tc.keep_checkpoints)
+                checkpoint.save(run_dir, step, model, optimizer, cfg,
+                                {"metrics": last, "window_loss": float(window_loss), "window_steps": window_steps},
+                                keep=tc.keep_checkpoints)
     finally:  # a stopped run (divergence, Ctrl-C) still ends its progress line, log and lock
         bar.close()
         if log is not None:

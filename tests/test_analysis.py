@@ -40,7 +40,8 @@ def test_early_exit_matches_the_rule_replayed_on_a_full_pass(tiny_run):
 
 
 def test_no_recall_has_zero_sensitivity_and_recall_does_not():
-    """Claim C1 (docs/design.md, "Claims"): without recall the step ignores e, so dh*/de = 0 exactly at any end state."""
+    """Claim C1 (docs/design.md, "Claims"): without recall the step ignores e, so dh*/de = 0 exactly
+    at any end state."""
     x = torch.randint(0, 2, (4, 8), generator=torch.Generator().manual_seed(0))
     for recall, zero in (("none", True), ("standard", False), ("internal", False)):
         report = analyze_model(tiny_model(recall).requires_grad_(False), x, max_iter=30, tol=1e-3, n_inits=2)

@@ -111,7 +111,8 @@ def test_a_latin1_sudoku_id_is_an_error_not_a_replacement_character(tmp_path):
     assert load_puzzles(path).ids == ["a1", "b\xe9"]
 
 
-@pytest.mark.parametrize("text, words", [("", "it is empty"), ("\n\n", "it is empty"), (HEAD, "it holds only a header")])
+@pytest.mark.parametrize("text, words", [("", "it is empty"), ("\n\n", "it is empty"),
+                                         (HEAD, "it holds only a header")])
 def test_lichess_file_without_puzzles_is_an_error(tmp_path, text, words):
     path = tmp_path / "none.csv"
     path.write_text(text)

@@ -203,7 +203,8 @@ def test_runs_on_input_device_and_dtype(device: str, dtype: torch.dtype) -> None
     """Nothing is hard-wired to the CPU or float64: results live where the inputs live."""
     _, A, Bm, e, _, rho_true = _linear_problem("complex")
     A, Bm, e = A.to(device, dtype), Bm.to(device, dtype), e.to(device, dtype)
-    f = lambda h, e: (torch.einsum("bij,bj->bi", A, h.reshape(-1, N)) + torch.einsum("bij,bj->bi", Bm, e)).reshape(-1, L, D)  # noqa: E731
+    f = lambda h, e: (torch.einsum("bij,bj->bi", A, h.reshape(-1, N))  # noqa: E731
+                      + torch.einsum("bij,bj->bi", Bm, e)).reshape(-1, L, D)
     tol = 1e-5 if dtype == torch.float32 else 1e-10
     res = anderson(f, e, torch.zeros(e.shape[0], L, D, device=device, dtype=dtype), tol=tol, max_iter=200)
     assert res.converged.all() and res.h.device.type == device and res.h.dtype == dtype
@@ -415,7 +416,8 @@ def test_initial_state_dependence() -> None:
     e = torch.randn(B, 6, generator=gen, dtype=DT)
     # contraction: every start reaches the same point
     contr = lambda h, e: 0.5 * torch.tanh(h) + e  # noqa: E731
-    dep = initial_state_dependence(contr, e, lambda k: torch.randn(B, 6, generator=gen, dtype=DT) * 3, n_inits=4, tol=1e-12, max_iter=200)
+    dep = initial_state_dependence(contr, e, lambda k: torch.randn(B, 6, generator=gen, dtype=DT) * 3,
+                                   n_inits=4, tol=1e-12, max_iter=200)
     assert dep.converged.all() and (dep.spread < 1e-9).all()
     # bistable h -> tanh(3h): starts at +1 and -1 end at +x* and -x*, x* = tanh(3 x*)
     bist = lambda h, e: torch.tanh(3 * h) + 0 * e  # noqa: E731
@@ -465,7 +467,8 @@ def test_implicit_gradients_match_unrolled(backward: str) -> None:
     ref = torch.autograd.grad((h * c).sum(), params)
 
     stats: dict = {}
-    h_imp, res = solve_implicit(cell, e, torch.zeros(B, d, dtype=DT), tol=1e-13, max_iter=300, backward=backward, stats=stats)
+    h_imp, res = solve_implicit(cell, e, torch.zeros(B, d, dtype=DT), tol=1e-13, max_iter=300, backward=backward,
+                                stats=stats)
     assert res.converged.all()
     assert torch.allclose(h_imp, h.detach(), atol=1e-11)
     got = torch.autograd.grad((h_imp * c).sum(), params)

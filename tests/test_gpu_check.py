@@ -16,7 +16,8 @@ def test_gpu_check_dry_run_completes_every_stage(tmp_path):
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = (out / "summary.md").read_text()
-    for stage in ("preflight", "tests", "throughput", "memory", "sudoku_data", "sudoku_calibration", "sudoku_train", "sudoku_eval"):
+    for stage in ("preflight", "tests", "throughput", "memory", "sudoku_data", "sudoku_calibration", "sudoku_train",
+                  "sudoku_eval"):
         assert f"| {stage} | ok |" in summary, summary
     assert "| sudoku | 32 | 81 | auto+compile" in summary  # the throughput table, compiled row included
     assert "| 8 | progressive |" in summary  # the memory table

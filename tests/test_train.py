@@ -80,7 +80,8 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path):
     cfg_file.write_text(config.dump(config.load(None, TINY + ["train.steps=60", "train.ckpt_every=3"])))
     cmd = [sys.executable, "-m", "loopkit.cli", "train", str(cfg_file), "--run-dir"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (tmp_path / "cut" / "checkpoints" / "latest").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -156,7 +157,8 @@ def test_implicit_gradient_matches_unrolled_on_a_contractive_model():
     grads = []
     for implicit in (True, False):
         model.zero_grad()
-        LoopObjective(model, task, dataclasses.replace(cfg.train, implicit=implicit))(x, y, StepPlan(80, 0, 80)).backward()
+        objective = LoopObjective(model, task, dataclasses.replace(cfg.train, implicit=implicit))
+        objective(x, y, StepPlan(80, 0, 80)).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert grads[0].norm() > 0
     assert (grads[0] - grads[1]).norm() < 1e-3 * grads[1].norm()
@@ -189,7 +191,8 @@ def test_a_diverging_run_stops_non_zero_and_keeps_its_last_finite_checkpoint(tmp
     cfg_file.write_text(config.dump(config.load(None, TINY + ["train.steps=40", "train.keep_checkpoints=1",
                                                               "train.lr=1e6", "train.grad_clip=1e6"])))
     assert main(["train", str(cfg_file), "--run-dir", str(run), "--resume", "--allow-changes"]) == 2
-    errors = [ln.strip("\r") for ln in capsys.readouterr().err.splitlines() if ln.strip("\r").startswith("loopkit: error:")]
+    errors = [ln.strip("\r") for ln in capsys.readouterr().err.splitlines()
+              if ln.strip("\r").startswith("loopkit: error:")]
     assert len(errors) == 1 and errors[0].startswith("loopkit: error: training diverged by step")
     assert "step_00000010" in errors[0] and "train.lr (now 1e+06)" in errors[0]
     kept = checkpoint.latest(run)

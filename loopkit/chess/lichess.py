@@ -141,7 +141,8 @@ def load_puzzles(path) -> LichessPuzzles:
             if not width:
                 width, source = len(fields), f"line {lineno}"
             if any(f.strip() for f in fields[width:]):  # two rows run together: the second would be lost
-                raise ValueError(f"has {len(fields)} fields, more than the {width} of {source} (two lines run together?)")
+                raise ValueError(f"has {len(fields)} fields, more than the {width} of {source} "
+                                 "(two lines run together?)")
             row = _parse(fields, cols)
         except ValueError as err:
             raise LichessFormatError(f"{path}:{lineno}: {err}") from None

@@ -159,7 +159,8 @@ def sensitivity(
     if v is None:
         v = random_unit(lin.e, seed)
     b = lin.jvp_e(v)
-    sol = solve_i_minus(lin.jvp, b, method=method, tol=tol, restart=restart, max_restarts=max_restarts, max_iter=max_iter)
+    sol = solve_i_minus(lin.jvp, b, method=method, tol=tol, restart=restart, max_restarts=max_restarts,
+                        max_iter=max_iter)
     n = bnorm(sol.x)
     rel = n * bnorm(lin.e) / bnorm(lin.h).clamp_min(eps)
     return Sensitivity(sol.x, n, rel, v, sol.residual, sol.converged)

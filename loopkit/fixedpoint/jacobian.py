@@ -181,10 +181,10 @@ def spectral_radius(
 
     The default is one Krylov cycle of 20 JVPs, which keeps one estimate for a batch near the
     cost of the forward it diagnoses, and matched a 390-product reference closely on a trained
-    prefix-sums model (figures: benchmarks/README.md, "Diagnostics cost").  Samples with nearly tied dominant eigenvalues need more:
-    their `residual` says so; `restarts` > 0 adds cycles while fewer than `converged_share` of
-    the samples are at `tol` (every cycle costs the whole batch).  `geometry` (used by
-    `loopkit analyze` on small batches) allows one restart."""
+    prefix-sums model (figures: benchmarks/README.md, "Diagnostics cost").  Samples with nearly
+    tied dominant eigenvalues need more: their `residual` says so; `restarts` > 0 adds cycles
+    while fewer than `converged_share` of the samples are at `tol` (every cycle costs the whole
+    batch).  `geometry` (used by `loopkit analyze` on small batches) allows one restart."""
     lin = _as_lin(f, h, e, mode)
     r = top_ritz(lin.jvp, random_unit(lin.h, seed), krylov_dim=krylov_dim, restarts=restarts, tol=tol,
                  converged_share=converged_share)

@@ -18,7 +18,8 @@ def mean_sd(values: list[float], digits: int = 1) -> str:
 
 for task, first in (("prefix", "len32"), ("sudoku", "easy")):
     print(f"\n{task}: exact match (%) on {first} and the other sets' best, mean ± sd over seeds (per seed in brackets)")
-    print("| precision | seeds | final loss | train s | " + f"{first} @T | {first} @4T | {first} best | other sets best |")
+    print("| precision | seeds | final loss | train s | "
+          + f"{first} @T | {first} @4T | {first} best | other sets best |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for prec in ("fp32", "bf16"):
         runs = sorted(root.glob(f"{task}_{prec}_s*"))

@@ -126,7 +126,8 @@ class Terminal(io.StringIO):
 
 CONFIG = str(resources.files("loopkit") / "configs" / "prefix_sums.yaml")
 COMMANDS = {  # command line -> the start of its progress bar
-    "train": (lambda run: ["train", CONFIG, "--run-dir", str(run.parent / "trained"), *TINY, "train.steps=2"],
+    "train": (lambda run: ["train", CONFIG, "--run-dir", str(run.parent / "trained"), *TINY, "train.steps=2",
+                           "train.progressive_k=0"],
               "train:"),
     "eval": (lambda run: ["eval", str(run), "--out", "again", "--force"], "eval len8:"),
     "until-converged": (lambda run: ["eval", str(run), "--until-converged", "--out", "again", "--force"],

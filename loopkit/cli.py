@@ -102,6 +102,9 @@ def cmd_analyze(args: argparse.Namespace) -> None:
                 ("--min-sv-budget", args.min_sv_budget, lambda v: v >= 0, ">= 0 (0: skip sigma_min)"))
     check_device(args.device)
     check_run_folder(args.run_dir, "analysis")
+    if (Path(args.run_dir) / "analysis" / "results.json").exists() and not args.force:
+        raise config.ConfigError(f"{Path(args.run_dir) / 'analysis' / 'results.json'} already exists; pass --force to "
+                                 "replace it")
     result = analyze_run(args.run_dir, samples=args.samples, max_iter=args.max_iters, tol=args.tol,
                          sets=args.sets.split(",") if args.sets else None, n_inits=args.inits,
                          method=args.method, min_sv_matvecs=args.min_sv_budget, device=args.device,
@@ -248,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iter: the model's own dynamics; anderson: accelerated solve")
     p.add_argument("--min-sv-budget", type=int, default=400,
                    help="Jacobian products allowed for sigma_min(I - J), the costliest estimate (0: skip it)")
+    p.add_argument("--force", action="store_true", help="replace the run's analysis/results.json")
     p.add_argument("--rho-tol", type=float, default=1e-3,
                    help="Ritz residual every rho(J) estimate is restarted to (reported beside rho)")
     p.add_argument("--checkpoint", help="analyse this checkpoint (step_NNNNNNNN or a step) instead of the latest")

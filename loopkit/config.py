@@ -295,7 +295,9 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        raw = read_yaml(path) or {}
+        raw = read_yaml(path)
+        if raw is None:  # an empty file would silently train the defaults: not what anyone meant
+            raise ConfigError(f"config file {path} is empty; it needs the sections task, model, train, eval")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping with sections task, model, train, eval")
     return from_dict(apply_overrides(raw, overrides))

@@ -96,10 +96,7 @@ def load_sweep(path: str | Path, out: str | Path) -> Sweep:
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise ConfigError(f"sweep file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    raw = config.read_yaml(path) or {}  # non-UTF-8 text or bad YAML: one line naming file and place
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep file holds a mapping with keys {', '.join(sorted(KEYS))}")
     unknown = set(raw) - KEYS

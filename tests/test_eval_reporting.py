@@ -132,7 +132,7 @@ COMMANDS = {  # command line -> the start of its progress bar
     "eval": (lambda run: ["eval", str(run), "--out", "again", "--force"], "eval len8:"),
     "until-converged": (lambda run: ["eval", str(run), "--until-converged", "--out", "again", "--force"],
                         "eval len8 (until converged):"),
-    "analyze": (lambda run: ["analyze", str(run), "--sets", "len8", "--samples", "2", "--inits", "1",
+    "analyze": (lambda run: ["analyze", str(run), "--force", "--sets", "len8", "--samples", "2", "--inits", "1",
                              "--min-sv-budget", "0", "--rho-tol", "1", "--max-iters", "8"], "analyze len8 (1/1 sets):"),
     "claims": (lambda run: ["claims", str(run), "--out", str(run / "claims")], "claims: bootstrap:"),
     "report": (lambda run: ["report", str(run), "--out", str(run / "report.html")], "claims: bootstrap:"),

@@ -119,13 +119,13 @@ class Chess(Task):
 
     def make_eval_sets(self) -> list[EvalSet]:
         o = self.options
+        # the user's files first: a bad file fails at once, not after minutes of engine generation
+        from_files = [s for path in o.eval_files for s in file_sets(Path(path), o.rating_buckets)]
         sets = []
         made = self._generate([(lo, hi, o.eval_samples) for lo, hi in self.eval_grades], o.eval_seed)
         for (lo, hi), data in zip(self.eval_grades, made):
             sets.append(as_eval_set(f"grade{lo}" if lo == hi else f"grade{lo}-{hi}", data))
-        for path in o.eval_files:
-            sets.extend(file_sets(Path(path), o.rating_buckets))
-        return sets
+        return sets + from_files
 
     # -- loss and metrics ------------------------------------------------------------------------
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:

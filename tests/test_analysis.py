@@ -62,7 +62,9 @@ def test_analyze_run_writes_results_figures_and_table(tiny_run):
 
 
 def test_cli_analyze_and_until_converged(tiny_run, capsys):
-    assert cli.main(["analyze", str(tiny_run), "--sets", "len99"]) == 2
+    assert cli.main(["analyze", str(tiny_run), "--sets", "len16"]) == 2  # analysed already: --force needed
+    assert "pass --force to replace it" in capsys.readouterr().err
+    assert cli.main(["analyze", str(tiny_run), "--force", "--sets", "len99"]) == 2
     assert "len99" in capsys.readouterr().err
     assert cli.main(["eval", str(tiny_run), "--until-converged", "--tol", "1e-2", "--max-iters", "12"]) == 0
     out = json.loads((tiny_run / "eval" / "until_converged.json").read_text())

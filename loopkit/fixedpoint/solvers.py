@@ -59,12 +59,6 @@ class SolverResult:
     nfe: int  # batched f-evaluations actually run (= T)
     extra: dict = field(default_factory=dict)  # method-specific per-sample info
 
-    def summary(self) -> dict:
-        """JSON-friendly reachability summary (see ``diagnostics.reachability``)."""
-        from .diagnostics import reachability
-
-        return reachability(self)
-
 
 def _detect_cycles(history: list[Tensor], candidates: Tensor, max_period: int, cycle_tol: float) -> Tensor:
     """Smallest period p in 2..max_period per sample (0 = none); see module docstring."""

@@ -18,6 +18,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
@@ -64,11 +65,8 @@ def train_side_by_side(jobs: dict[str, tuple[list[str], Path, int]], threads: in
     for name, (overrides, run_dir, _) in jobs.items():
         run_dir.mkdir(parents=True, exist_ok=True)
         resume = ["--resume"] if (run_dir / "config.yaml").exists() else []
-        cmd = [sys.executable, "-m", "loopkit.cli", "train", "--quiet", "--run-dir", str(run_dir), *resume,
-               str(config_path), *overrides, f"train.threads={threads}"]
-        log = open(run_dir / "demo.log", "a")
-        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "OMP_NUM_THREADS": str(threads)}), log)
+        procs[name] = spawn(["train", "--quiet", "--run-dir", str(run_dir), *resume, str(config_path), *overrides,
+                             f"train.threads={threads}"], run_dir, threads)
     total = sum(steps for _, _, steps in jobs.values())
     with tqdm(total=total, desc="[demo] training " + " + ".join(jobs), unit="step", disable=not enabled(),
               dynamic_ncols=True, file=sys.stderr) as bar:
@@ -128,10 +126,7 @@ def evaluate_side_by_side(run_dirs: list[Path], threads: int) -> list[dict]:
     their results.json; a failure ends the demo with the process's own one-line error."""
     procs = []
     for run_dir in run_dirs:
-        cmd = [sys.executable, "-m", "loopkit.cli", "eval", "--quiet", "--force", str(run_dir)]
-        log = open(run_dir / "demo.log", "a")
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                       env={**os.environ, "OMP_NUM_THREADS": str(threads)}), log, run_dir))
+        procs.append((*spawn(["eval", "--quiet", "--force", str(run_dir)], run_dir, threads), run_dir))
     with tqdm(total=len(procs), desc="[demo] evaluating", unit="model", disable=not enabled(), file=sys.stderr) as bar:
         for p, log, _ in procs:
             p.wait()
@@ -141,6 +136,13 @@ def evaluate_side_by_side(run_dirs: list[Path], threads: int) -> list[dict]:
     if failed:
         raise ConfigError("demo evaluation failed - " + "; ".join(failed) + " (full output in <run>/demo.log)")
     return [json.loads((run_dir / "eval" / "results.json").read_text()) for run_dir in run_dirs]
+
+
+def spawn(args: list[str], run_dir: Path, threads: int) -> tuple[subprocess.Popen, IO]:
+    """`loopkit ARGS` as its own process with `threads` threads, its output appended to <run>/demo.log."""
+    log = open(run_dir / "demo.log", "a")
+    return subprocess.Popen([sys.executable, "-m", "loopkit.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": str(threads)}), log
 
 
 def last_line(log: Path) -> str:

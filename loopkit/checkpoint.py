@@ -146,11 +146,16 @@ def _tensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file} is damaged: not a complete safetensors file ({_fault(err)})") from None
 
 
+# weights saved under an earlier name: the sudoku and chess position tables became the task-declared
+# axes table (same shape, same place in the parameter order, so optimizer states still line up)
+LEGACY_NAMES = {"grid_pos": "axis_pos", "board_pos": "axis_pos"}
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint, refused when any is NaN or infinite (a diverged run
     stops before it saves, so such a file is damaged, and would only print meaningless numbers)."""
     file = Path(path) / "model.safetensors"
-    weights = _tensors(file)
+    weights = {LEGACY_NAMES.get(k, k): v for k, v in _tensors(file).items()}
     broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         raise CheckpointError(f"{file} holds non-finite weights (NaN or inf in {len(broken)} of {len(weights)} "

@@ -35,11 +35,11 @@ class ModelConfig:
     # auto: the input itself when recall is none (forced: docs/design.md, "Recall"), zeros otherwise
     init_state: Literal["auto", "zeros", "input", "random"] = "auto"
     # relative: learned per-head bias on the clipped relative offset (length-free, extrapolates);
-    # learned: absolute embeddings (fixed-size boards only); grid: learned row + column + box
-    # embeddings of a 9x9 board (sudoku: the structure the rules are written in); board: learned
-    # rank + file + diagonal + anti-diagonal embeddings of an 8x8 board (chess: the lines pieces
-    # move along); none: nothing
-    position: Literal["relative", "learned", "grid", "board", "none"] = "relative"
+    # learned: absolute embeddings (fixed-size boards only); axes: a learned embedding per axis the
+    # task's layout declares (sudoku: row, column, box -- the structure the rules are written in;
+    # chess: rank, file, diagonal, anti-diagonal -- the lines pieces move along); none: nothing.
+    # grid and board are older names of axes (runs made before tasks declared their axes)
+    position: Literal["relative", "learned", "axes", "grid", "board", "none"] = "relative"
     max_distance: int = 8  # relative offsets beyond this share one bias
     window: int = 0  # >0: attend only to |i - j| <= window (a local operator, like a conv kernel)
     causal: bool = False
@@ -247,9 +247,12 @@ def validate(cfg: Config) -> None:
     if not m.tied and (t.iters_min or t.alpha > 0):
         raise ConfigError("an untied stack (model.tied=false) has a fixed depth: "
                           "set train.alpha=0 and train.iters_min=0")
-    from .tasks import check_options  # the task section's keys and ranges (imported here: tasks import config)
+    from .tasks import TASKS, check_options  # the task section's keys and ranges (imported here: tasks import config)
 
     check_options(cfg.task)
+    if m.position in ("axes", "grid", "board") and not TASKS[cfg.task["name"]].layout.axes:
+        raise ConfigError(f"model.position={m.position} embeds the axes of a grid task's layout, and task "
+                          f"{cfg.task['name']} declares none; allowed here: relative, learned, none")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .layout import SEQUENCE, Layout
+
+AXES_POSITIONS = ("axes", "grid", "board")  # grid, board: the names axes had before tasks declared them
 
 
 def make_norm(kind: str, width: int) -> nn.Module:
@@ -226,18 +229,25 @@ class LoopOutput:
 
 
 class LoopedTransformer(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, depth: int = 1):
-        """`depth` is the number of blocks of an untied stack (cfg.tied=False); ignored when tied."""
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, depth: int = 1,
+                 layout: Layout = SEQUENCE):
+        """`depth` is the number of blocks of an untied stack (cfg.tied=False); ignored when tied.
+        `layout` is where the task's positions sit (`loopkit.layout`): the model reads it, never the task."""
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(vocab_size, cfg.width)
         self.abs_pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width)) if cfg.position == "learned" else None
         self.pos_bias = PositionBias(cfg) if cfg.position == "relative" else None
-        self.grid_pos = nn.Parameter(0.5 * torch.randn(3, 9, cfg.width)) if cfg.position == "grid" else None
-        # rank, file, diagonal, anti-diagonal of an 8x8 board (8, 8, 15, 15 entries; rows padded to 15):
-        # the lines rooks, bishops and queens move along, so attention can find a square's lines by
-        # matching embeddings, as grid's row/column/box do for sudoku's units
-        self.board_pos = nn.Parameter(0.5 * torch.randn(4, 15, cfg.width)) if cfg.position == "board" else None
+        # position: axes -- one learned table per axis the task's layout declares (sudoku: row, column,
+        # box; chess: rank, file, diagonal, anti-diagonal), rows padded to the largest axis; grid and
+        # board are that scheme's names from before tasks declared their axes (same tensor, renamed)
+        self.layout = layout
+        self.axis_pos = None
+        if cfg.position in AXES_POSITIONS:
+            if not layout.axes:
+                raise ValueError(f"model.position={cfg.position} embeds the axes a grid task declares, "
+                                 "and this task declares none (use relative, learned or none)")
+            self.axis_pos = nn.Parameter(0.5 * torch.randn(len(layout.axes), max(layout.axis_sizes), cfg.width))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(1 if cfg.tied else depth))
         self.head_norm = make_norm(cfg.norm_type, cfg.width)
         self.head = nn.Linear(cfg.width, num_classes)
@@ -254,25 +264,16 @@ class LoopedTransformer(nn.Module):
 
     # -- the pieces a fixed-point analysis needs -------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
-        """The recall signal e = Embed(x) (+ absolute positions when configured)."""
+        """The recall signal e = Embed(x) (+ absolute positions or the layout's axes when configured)."""
         e = self.embed(x)
         if self.abs_pos is not None:
             if x.shape[1] > self.abs_pos.shape[0]:
                 raise ValueError(f"sequence length {x.shape[1]} exceeds model.max_len={self.abs_pos.shape[0]}")
             e = e + self.abs_pos[: x.shape[1]]
-        if self.grid_pos is not None:
-            if x.shape[1] != 81:
-                raise ValueError(f"position=grid needs 81 cells (a 9x9 board), got length {x.shape[1]}")
-            cell = torch.arange(81, device=x.device)
-            row, col = cell // 9, cell % 9
-            e = e + self.grid_pos[0, row] + self.grid_pos[1, col] + self.grid_pos[2, row // 3 * 3 + col // 3]
-        if self.board_pos is not None:
-            if x.shape[1] != 64:
-                raise ValueError(f"position=board needs 64 squares (an 8x8 board), got length {x.shape[1]}")
-            square = torch.arange(64, device=x.device)
-            rank, file = square // 8, square % 8
-            p = self.board_pos
-            e = e + p[0, rank] + p[1, file] + p[2, rank - file + 7] + p[3, rank + file]
+        if self.axis_pos is not None:
+            coords = self.layout.coordinates(x.shape[1], x.device)
+            for axis in range(coords.shape[0]):  # one add per axis, in the declared order
+                e = e + self.axis_pos[axis, coords[axis]]
         return e
 
     def attention_pattern(self, length: int) -> AttentionPattern:

@@ -105,7 +105,7 @@ def ddp_needs_unused_parameters(cfg: Config) -> bool:
 
 def build_model(cfg: Config, task: Task) -> LoopedTransformer:
     depth = cfg.model.untied_depth or cfg.train.iters
-    return LoopedTransformer(cfg.model, task.vocab_size, task.num_classes, depth=depth)
+    return LoopedTransformer(cfg.model, task.vocab_size, task.num_classes, depth=depth, layout=task.layout)
 
 
 # -- what each step does -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from loopkit.early_exit import evaluate_until_converged
 from loopkit.evaluate import evaluate_run
 from loopkit.model import LoopedTransformer
 from loopkit.tasks import build_task
+from loopkit.tasks.chess import Chess
 from loopkit.train import train
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "chess" / "lichess_puzzles_1000.csv"  # CC0, data/README.md
@@ -272,11 +273,16 @@ def test_metrics_on_hand_made_logits():
 
 
 def test_board_positions_need_64_squares():
-    cfg = config.load(None, ["model.position=board", "model.width=16", "model.heads=2"]).model
-    model = LoopedTransformer(cfg, encoding.VOCAB_SIZE, encoding.PLANES)
+    cfg = config.load(None, ["task.name=chess", "model.position=axes", "model.width=16", "model.heads=2"]).model
+    model = LoopedTransformer(cfg, encoding.VOCAB_SIZE, encoding.PLANES, layout=Chess.layout)
     assert model(torch.zeros(2, 64, dtype=torch.long), 2).logits.shape == (2, 64, encoding.PLANES)
-    with pytest.raises(ValueError, match="64 squares"):
+    with pytest.raises(ValueError, match="64 cells"):
         model(torch.zeros(2, 81, dtype=torch.long), 2)
+
+
+def test_axes_positions_need_a_task_that_declares_axes():
+    with pytest.raises(ConfigError, match="model.position=axes .* task prefix_sums declares none"):
+        config.load(None, ["model.position=axes"])
 
 
 # -- the task in training and evaluation ----------------------------------------------------------
@@ -310,7 +316,7 @@ def test_training_and_evaluation_run_on_chess(made, tmp_path):
     cache, _ = made
     overrides = [
         *_tiny_task(cache), "task.augment=true",
-        "model.width=32", "model.heads=2", "model.position=board", "model.recall=internal",
+        "model.width=32", "model.heads=2", "model.position=axes", "model.recall=internal",
         "train.iters=3", "train.batch_size=8", "train.steps=30", "train.warmup_steps=2", "train.threads=1",
         "train.log_every=10", "train.eval_every=30", "train.ckpt_every=30", "eval.iters=6",
     ]

@@ -83,7 +83,7 @@ def made(tmp_path_factory):
     chess = root / "chess"
     tiny_checkpoint(chess, ["task.name=chess", f"task.engine={evil}", "task.cache_dir=cache", "task.max_depth=4",
                             "task.train_grades=1-2", "task.eval_levels=[1-4]", "task.eval_samples=4",
-                            "model.width=8", "model.heads=2", "model.position=board", "train.iters=2"])
+                            "model.width=8", "model.heads=2", "model.position=axes", "train.iters=2"])
     return SimpleNamespace(root=root, cfg=cfg_file, run=run, results=(evaluated / "eval" / "results.json").read_bytes(),
                            chess=chess)
 
@@ -421,7 +421,7 @@ def test_a_stored_run_loads_from_any_folder_and_writes_no_cache_outside_it(tmp_p
     outside = tmp_path / "outside-cache"
     tiny_checkpoint(run, ["task.name=sudoku", "task.eval_levels=[easy]", "task.eval_samples=2", "task.workers=1",
                           "task.eval_files=[puzzles.txt]", f"task.cache_dir={os.path.relpath(outside, run)}",
-                          "model.width=8", "model.heads=2", "model.position=grid", "train.iters=2"])
+                          "model.width=8", "model.heads=2", "model.position=axes", "train.iters=2"])
     (run / "puzzles.txt").write_text("".join(f"{''.join(map(str, p))} {''.join(map(str, s))}\n"
                                              for p, s in zip(puzzles, solutions)))
     elsewhere = tmp_path / "elsewhere"

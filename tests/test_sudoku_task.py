@@ -10,11 +10,11 @@ from loopkit.model import LoopedTransformer
 from loopkit.sudoku import generate
 from loopkit.sudoku.io import save_puzzles
 from loopkit.tasks import build_task
-from loopkit.tasks.sudoku import valid_grids
+from loopkit.tasks.sudoku import Sudoku, valid_grids
 from loopkit.train import train
 
 SMALL = ["task.name=sudoku", "task.train_size=64", "task.eval_samples=8", "task.eval_levels=[easy, hard]",
-         "task.workers=1", "model.width=32", "model.heads=2", "model.position=grid", "model.recall=internal",
+         "task.workers=1", "model.width=32", "model.heads=2", "model.position=axes", "model.recall=internal",
          "train.iters=3", "train.batch_size=8", "train.steps=4", "train.warmup_steps=1", "train.threads=1",
          "train.log_every=2", "train.eval_every=4", "train.ckpt_every=4", "eval.iters=6"]
 
@@ -74,7 +74,7 @@ def test_bad_options_are_named(small, tmp_path):
         build_task(config.load(None, small + [f"task.eval_files=[{tmp_path / 'missing.txt'}]"]).task)
     cfg = config.load(None, small)
     with pytest.raises(ValueError, match="81 cells"):
-        LoopedTransformer(cfg.model, 10, 9)(torch.zeros(2, 80, dtype=torch.long), 2)
+        LoopedTransformer(cfg.model, 10, 9, layout=Sudoku.layout)(torch.zeros(2, 80, dtype=torch.long), 2)
 
 
 def test_train_and_evaluate_end_to_end(small, tmp_path):

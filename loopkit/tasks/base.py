@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ConfigError
+from ..layout import SEQUENCE, Layout
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Task:
     Options: ClassVar[type]
     vocab_size: int
     num_classes: int
+    # where the positions sit (loopkit.layout): a sequence unless the task says it is a grid
+    layout: ClassVar[Layout] = SEQUENCE
     # True when the cache folder came from a run folder's stored config and lies outside the run:
     # data found there is used, data made is not written there (loopkit.runfolder)
     cache_read_only: bool = False

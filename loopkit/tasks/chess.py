@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..chess import encoding, lichess, pipeline
 from ..config import ConfigError
+from ..layout import Axis, Layout
 from .base import EvalSet, Task
 
 
@@ -70,8 +71,19 @@ class ChessOptions:
     engine: str = ""  # Stockfish binary ("" -> $LOOPKIT_STOCKFISH, PATH, /usr/games/stockfish)
 
 
+# a square's rank, file, diagonal and anti-diagonal (rank-major squares, seen from the side to move):
+# the lines rooks, bishops and queens move along (model.position: axes)
+LAYOUT = Layout(grid=True, side=8, axes=(
+    Axis("rank", 8, lambda rank, file: rank),
+    Axis("file", 8, lambda rank, file: file),
+    Axis("diagonal", 15, lambda rank, file: rank - file + 7),
+    Axis("anti-diagonal", 15, lambda rank, file: rank + file),
+))
+
+
 class Chess(Task):
     Options = ChessOptions
+    layout = LAYOUT
     vocab_size = encoding.VOCAB_SIZE
     num_classes = encoding.PLANES  # per square; 64 x 73 move classes in all
 

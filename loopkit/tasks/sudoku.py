@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError
+from ..layout import Axis, Layout
 from ..sudoku import generator, io
 from ..sudoku.augment import augment
 from .base import EvalSet, Task
@@ -37,6 +38,13 @@ def _units() -> Tensor:
 
 
 UNITS = _units()
+
+# a cell's row, column and box: the units the rules are written in (model.position: axes)
+LAYOUT = Layout(grid=True, side=9, axes=(
+    Axis("row", 9, lambda row, col: row),
+    Axis("column", 9, lambda row, col: col),
+    Axis("box", 9, lambda row, col: row // 3 * 3 + col // 3),
+))
 
 
 def valid_grids(digits: Tensor, puzzles: Tensor) -> Tensor:
@@ -66,6 +74,7 @@ class SudokuOptions:
 
 class Sudoku(Task):
     Options = SudokuOptions
+    layout = LAYOUT
     vocab_size = 10  # 0 = blank, 1..9
     num_classes = 9  # digit - 1
 

@@ -120,6 +120,7 @@ def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> di
             **{f"exact_at_{k}x_T": exact[k * train_iters - 1] for k in (2, 4) if k * train_iters <= len(exact)},
             "exact_at_max_T": exact[-1],
             "token_at_max_T": c["token"][-1],
+            **({"solved_at_max_T": c["solved"][-1]} if "solved" in c else {}),  # chess: a best move, none to avoid
             "best_exact": exact[best],
             "best_T": best + 1,
         }
@@ -206,9 +207,10 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:
     """Exact match per set at the training T, 2x and 4x it (when evaluated), the largest T and the
-    best T; n/a where a set's value is missing (None: the training T lies beyond the largest T)."""
+    best T; n/a where a set's value is missing (None: the training T lies beyond the largest T).
+    Tasks that score ``solved`` (chess: an EPD suite's bm and am) add its share at the largest T."""
     cols = [("exact_at_train_T", "@train T"), ("exact_at_2x_T", "@2x T"), ("exact_at_4x_T", "@4x T"),
-            ("exact_at_max_T", "@max T"), ("best_exact", "best")]
+            ("exact_at_max_T", "@max T"), ("solved_at_max_T", "solved"), ("best_exact", "best")]
     cols = [(k, h) for k, h in cols if all(k in s for s in summary.values())]
     width = max([10, *(len(n) for n in summary)])
     lines = [f"{'set':>{width}} " + " ".join(f"{h:>9}" for _, h in cols) + f" {'best T':>7}"]

@@ -75,7 +75,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 KNOWN_CYCLES = [
     # config.validate checks the task options through loopkit.tasks, which imports config (and the
     # task modules and their data loaders with it): one strongly connected component
-    ["loopkit.chess.engine", "loopkit.chess.lichess", "loopkit.chess.pipeline", "loopkit.config",
+    ["loopkit.chess.engine", "loopkit.chess.epd", "loopkit.chess.lichess", "loopkit.chess.pipeline", "loopkit.config",
      "loopkit.sudoku.io", "loopkit.tasks", "loopkit.tasks.base", "loopkit.tasks.chess",
      "loopkit.tasks.prefix_sums", "loopkit.tasks.sudoku"],
     ["loopkit.early_exit", "loopkit.evaluate"],  # tracing and run loading belong in their own modules

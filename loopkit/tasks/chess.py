@@ -9,11 +9,19 @@ with -1. That is enough for every metric and slices along the batch like any oth
 - ``illegal``: the argmax move is not legal in the position (its mean is the share of illegal
   predictions);
 - ``legal_exact``: the best-scored *legal* move is the answer (decoding restricted to legal moves);
-- ``token``: partial credit, the share of the answer's two squares (from, to) the argmax move has.
+- ``token``: partial credit, the share of the answer's two squares (from, to) the argmax move has;
+- ``solved``: the argmax move is one of the best moves and none of the moves to avoid (an EPD
+  suite's ``bm`` / ``am``; with ``am`` only: a legal move not to avoid). Elsewhere it is ``exact``.
+
+EPD test suites (`loopkit.chess.epd`) carry more in the targets' tail: besides legal classes c
+(0 <= c < 4672), a further best move is ``BEST + c`` and a move to avoid ``AVOID + c``, and
+column 0 is the first best move, or ``NO_ANSWER`` (-100) for a record with ``am`` only (its
+``exact``, ``legal_exact`` and ``token`` are 0; the loss would skip it).
 
 Difficulty is the pipeline's grade (the search depth at which Stockfish settles on the answer,
 `loopkit.chess.pipeline`); training takes low grades and the ladder climbs to high ones. Lichess
-puzzle files (`task.eval_files`) become eval sets per rating bucket (`task.rating_buckets`).
+puzzle files (`task.eval_files`) become eval sets per rating bucket (`task.rating_buckets`), EPD
+files (``.epd``) one eval set per section (`file_sets`).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..chess import encoding, lichess, pipeline
+from ..chess import encoding, epd, lichess, pipeline
 from ..config import ConfigError
 from ..layout import Axis, Layout
 from .base import EvalSet, Task
@@ -51,7 +59,7 @@ class ChessOptions:
     train_size: int = 2000  # generated training puzzles (cached on disk)
     eval_levels: list[str] = field(default_factory=lambda: ["1-2", "3-6", "7-8", "9-10"])  # grade ranges
     eval_samples: int = 100
-    eval_files: list[str] = field(default_factory=list)  # Lichess puzzle CSVs, one eval set per rating bucket
+    eval_files: list[str] = field(default_factory=list)  # Lichess CSVs (a set per rating bucket), .epd (per section)
     rating_buckets: list[float] = field(default_factory=list)  # bucket edges for those files
     augment: bool = False  # mirror files a<->h of positions without castling rights
     seed: int = 0  # of the training games
@@ -154,24 +162,59 @@ class Chess(Task):
         flat = logits.flatten(-2)
         label, moves = y[:, 0], y[:, 1:]
         n = encoding.NUM_MOVES
-        legal = torch.zeros(y.shape[0], n + 1, dtype=torch.bool, device=y.device)
-        legal.scatter_(1, torch.where(moves >= 0, moves, n), True)  # padding lands in the spare column
-        legal = legal[:, :n]
+
+        def marked(lo: int) -> Tensor:  # (B, n): the classes c the tail holds as lo + c
+            out = torch.zeros(y.shape[0], n + 1, dtype=torch.bool, device=y.device)
+            inside = (moves >= lo) & (moves < lo + n)
+            out.scatter_(1, torch.where(inside, moves - lo, n), True)  # the rest lands in the spare column
+            return out[:, :n]
+
+        legal = marked(0)
         pred = flat.argmax(-1)  # (..., B)
         rows = torch.arange(y.shape[0], device=y.device)
         legal_pred = flat.masked_fill(~legal, float("-inf")).argmax(-1)
+        answered = label >= 0  # NO_ANSWER: an EPD record with am only
+        answer = label.clamp(min=0)
         src, dst = self._from.to(y.device), self._to.to(y.device)
-        token = ((src[pred] == src[label]).float() + (dst[pred] == dst[label]).float()) / 2
+        token = ((src[pred] == src[answer]).float() + (dst[pred] == dst[answer]).float()) / 2 * answered
+        best, avoid = marked(BEST), marked(AVOID)
+        best[rows, answer] |= answered
+        solved = torch.where(best.any(1), best[rows, pred], legal[rows, pred]) & ~avoid[rows, pred]
         return {"exact": (pred == label).float(), "token": token, "illegal": (~legal[rows, pred]).float(),
-                "legal_exact": (legal_pred == label).float()}
+                "legal_exact": (legal_pred == label).float(), "solved": solved.float()}
 
 
 def as_eval_set(name: str, enc: encoding.Encoded) -> EvalSet:
     return EvalSet(name, torch.as_tensor(enc.tokens.astype(np.int64)), torch.as_tensor(encoding.targets(enc)))
 
 
+# EPD targets (module docstring): offsets of a further best move and of a move to avoid in the
+# tail, and column 0 of a record without a best move
+BEST, AVOID, NO_ANSWER = encoding.NUM_MOVES, 2 * encoding.NUM_MOVES, -100
+
+
+def epd_sets(path: Path) -> list[EvalSet]:
+    """An EPD test suite as eval sets ``{stem}:{section}``, one per section (`loopkit.chess.epd`)."""
+    suite = epd.load_suite(path)
+    best, avoid = suite.classes()
+    first = [(b or a)[0] for b, a in zip(suite.best, suite.avoid)]  # a legal move of every record
+    enc = encoding.encode_fens(suite.fens, first)
+    extra = [[BEST + c for c in b[1:]] + [AVOID + c for c in a] for b, a in zip(best, avoid)]
+    tail = np.full((len(suite), max(len(e) for e in extra)), -1, dtype=np.int64)
+    for i, e in enumerate(extra):
+        tail[i, : len(e)] = e
+    y = np.concatenate([encoding.targets(enc), tail], axis=1)
+    y[np.array([not b for b in best], dtype=bool), 0] = NO_ANSWER
+    x = enc.tokens.astype(np.int64)
+    return [EvalSet(f"{path.stem}:{section}", torch.as_tensor(x[rows]), torch.as_tensor(y[rows]))
+            for section, rows in suite.section_rows().items()]
+
+
 def file_sets(path: Path, buckets: list[float]) -> list[EvalSet]:
-    """A Lichess puzzle CSV as eval sets: one per rating bucket when buckets are given, else one."""
+    """A puzzle file as eval sets: an EPD suite (``.epd``) one per section (`epd_sets`); else a
+    Lichess puzzle CSV, one per rating bucket when buckets are given, else one."""
+    if path.suffix.lower() == ".epd":
+        return epd_sets(path)
     loaded = lichess.load_puzzles(path)
     enc = encoding.encode_fens(loaded.fens, loaded.moves)
     if not buckets:

@@ -59,9 +59,10 @@ GENERATOR_VERSION = 1
 WALL, OPEN, START, GOAL = 0, 1, 2, 3
 PAIR_DRAWS = 16  # start/goal pairs tried on one maze with loops before the maze is redrawn
 _MAX_ATTEMPTS = 10_000  # mazes drawn for one output before giving up (loops near 1 on huge sizes)
-# the process pool pays ~1-2 s a worker to start (spawn, then numpy and loopkit's imports), so it is
-# used only when the serial work is larger: n * size**2 characters (about 4 s at size 59, serially)
-POOL_MIN_CHARS = 5_000_000
+# a spawned pool pays 1.5-4 s to start (numpy, then loopkit's imports, torch among them), and one
+# process makes ~1.5 M characters of maze a second, so a pool is started only for jobs of n * size**2
+# >= 20 M characters (~13 s serially: 5,700 mazes of size 59); benchmarks/README.md, "Maze generator"
+POOL_MIN_CHARS = 20_000_000
 
 
 class Solution(NamedTuple):

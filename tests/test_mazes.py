@@ -448,3 +448,23 @@ def test_random_text_parses_or_fails_clearly(text):
         assert "\n" not in str(err) and str(err).startswith("in.txt:"), str(err)
         return
     _check_loaded(loaded, text)
+
+
+@FUZZ
+@given(data=st.data())
+def test_harmless_layout_loads_the_same_mazes(folder, data):
+    """Line ends (\\n, \\r\\n, \\r), trailing whitespace, extra blank lines, a BOM: same mazes."""
+    blocks = _blocks(VALID_FILE)
+    end = data.draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    pad = st.sampled_from(["", " ", "\t", "  \t"])
+    out = [data.draw(st.sampled_from(["", "\ufeff"])) + end * data.draw(st.integers(0, 2))]
+    for k, rows in enumerate(blocks):
+        out += [row + data.draw(pad) + end for row in rows]
+        if k < len(blocks) - 1:
+            out += [data.draw(pad) + end for _ in range(data.draw(st.integers(1, 3)))]
+    path = folder / "layout.txt"
+    path.write_bytes("".join(out).encode())
+    loaded, expected = load_mazes(path), parse_mazes(VALID_FILE)
+    assert len(loaded) == len(expected) == 3
+    for a, b, ya, yb in zip(loaded.x, expected.x, loaded.y, expected.y):
+        assert np.array_equal(a, b) and np.array_equal(ya, yb)

@@ -18,9 +18,8 @@ import torch
 
 from loopkit import config, fixedpoint
 from loopkit.demo import default_config_path
-from loopkit.evaluate import load_run
+from loopkit.runs import build_model, load_run
 from loopkit.tasks import build_task
-from loopkit.train import build_model
 
 
 def main() -> None:

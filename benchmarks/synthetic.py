@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from loopkit import config
 from loopkit.model import LoopedTransformer
+from loopkit.tasks import TASKS
 
 # (sequence length, vocabulary, output classes) of each task's training inputs
 SHAPES = {"prefix_sums": (32, 2, 2), "sudoku": (81, 10, 9)}
@@ -20,6 +21,7 @@ class RandomTask:
 
     def __init__(self, name: str):
         self.length, self.vocab_size, self.num_classes = SHAPES[name]
+        self.layout = TASKS[name].layout  # where the real task's positions sit (its axes, if any)
 
     def batch(self, batch_size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randint(0, self.vocab_size, (batch_size, self.length), generator=g)
@@ -35,4 +37,4 @@ def load(name: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[config
 
 
 def build(cfg: config.Config, task: RandomTask) -> LoopedTransformer:
-    return LoopedTransformer(cfg.model, task.vocab_size, task.num_classes)
+    return LoopedTransformer(cfg.model, task.vocab_size, task.num_classes, layout=task.layout)

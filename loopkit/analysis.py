@@ -17,9 +17,9 @@ from torch import Tensor
 
 from . import fixedpoint
 from .config import ConfigError
-from .evaluate import load_run
 from .model import LoopedTransformer
 from .progress import advance, job
+from .runs import load_run
 
 
 def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: float, n_inits: int = 3,

@@ -102,7 +102,7 @@ class LoadedRun:
 
 def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     """The latest checkpoint of a run folder (loads weights only: no code runs from the folder)."""
-    from .evaluate import load_run
+    from .runs import load_run
 
     cfg, task, model, step = load_run(run_dir, device)
     return LoadedRun(Path(run_dir), cfg, task, model.eval(), step)

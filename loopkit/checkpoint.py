@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError, LoopkitError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LoopkitError):
     """A checkpoint that is missing, incomplete or does not fit the model asked for."""
 
 

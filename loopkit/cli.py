@@ -10,10 +10,9 @@ from pathlib import Path
 
 from . import config
 from .checkpoint import CheckpointError
+from .errors import LoopkitError
 from .progress import enabled, set_quiet
 from .runfolder import check_output_folder
-from .sudoku.io import SudokuFormatError
-from .train import TrainingDiverged
 
 
 def check_flags(*checks: tuple[str, object, object, str]) -> None:
@@ -323,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(getattr(args, "quiet", False))  # progress bars off for this command (loopkit.progress)
     try:
         status = args.fn(args)
-    except (config.ConfigError, CheckpointError, SudokuFormatError, TrainingDiverged) as err:
+    except LoopkitError as err:  # every error meant for the user: one line, no traceback (loopkit.errors)
         print(f"loopkit: error: {err}", file=sys.stderr)
         return 2
     return status or 0

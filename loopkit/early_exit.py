@@ -15,7 +15,7 @@ Three rules (`rule`):
 
 Two views of the same rules. `run_until_converged` is the deployable one: finished samples leave
 the batch, so they cost nothing more. `from_trace` replays a rule on a pass that already ran to
-the largest T (`evaluate.trace_set`), which gives the accuracy-versus-compute curve for every
+the largest T (`tracing.trace_set`), which gives the accuracy-versus-compute curve for every
 rule and parameter at the price of one pass; a test checks that both agree.
 """
 
@@ -30,9 +30,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .evaluate import SetTrace, output_change, output_state, relative_residual
 from .model import LoopedTransformer
 from .progress import advance, job, note
+from .runs import load_run
+from .tracing import SetTrace, output_change, output_state, relative_residual
 
 RULES = ("residual", "stable", "either")
 TOLERANCES = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)  # residual tolerances replayed by `compute_curve`
@@ -111,8 +112,6 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
     residual rule, so `rule=residual, tol=0` runs a fixed T = max_iters on the same code path:
     the fair wall-time baseline. `progress`: a bar per set on stderr (None: when stderr is a
     terminal), in iterations (a batch that stops early skips the rest of its share)."""
-    from .evaluate import load_run
-
     run_dir = Path(run_dir)
     cfg, task, model, step = load_run(run_dir, device, overrides, ckpt_name)
     tol = cfg.eval.tol if tol is None else tol

@@ -31,13 +31,16 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import checkpoint, config, fixedpoint, precision, runfolder
-from .config import SECTIONS, Config, ConfigError, TrainConfig, dump
+from .config import SECTIONS, Config, TrainConfig, dump
+from .errors import ConfigError, LoopkitError
 from .model import LoopedTransformer
+from .runs import build_model
 from .tasks import Task, build_task
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss or the weights stopped being finite: training stops before saving anything."""
+class TrainingDiverged(LoopkitError):
+    """The loss or the weights stopped being finite: training stops before saving anything (the
+    message says which step and what to try; the run's last good checkpoint is kept)."""
 
 
 # -- placement ---------------------------------------------------------------------------------
@@ -101,11 +104,6 @@ def ddp_needs_unused_parameters(cfg: Config) -> bool:
     if not cfg.model.tied and t.bptt > 0:  # an untied stack's first blocks then run under no_grad
         return True
     return cfg.model.recall == "none" and (t.alpha > 0 or t.bptt > 0 or t.implicit)
-
-
-def build_model(cfg: Config, task: Task) -> LoopedTransformer:
-    depth = cfg.model.untied_depth or cfg.train.iters
-    return LoopedTransformer(cfg.model, task.vocab_size, task.num_classes, depth=depth, layout=task.layout)
 
 
 # -- what each step does -------------------------------------------------------------------------

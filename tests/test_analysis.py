@@ -8,8 +8,9 @@ import torch
 from loopkit import cli, config
 from loopkit.analysis import analyze_model, analyze_run, format_summary
 from loopkit.early_exit import from_trace, run_until_converged
-from loopkit.evaluate import load_run, trace_set
 from loopkit.model import LoopedTransformer
+from loopkit.runs import load_run
+from loopkit.tracing import trace_set
 from loopkit.train import train
 from test_train import TINY
 

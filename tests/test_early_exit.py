@@ -10,11 +10,11 @@ import torch
 from loopkit import cli, config
 from loopkit.config import ConfigError
 from loopkit.early_exit import compute_curve, format_compute, from_trace, run_until_converged, stable_mask
-from loopkit.evaluate import SetTrace, output_change, output_state, trace_set
 from loopkit.model import LoopedTransformer
 from loopkit.tasks import build_task
 from loopkit.tasks.base import Task
 from loopkit.tasks.chess import Chess
+from loopkit.tracing import SetTrace, output_change, output_state, trace_set
 from loopkit.train import train
 from test_train import TINY
 

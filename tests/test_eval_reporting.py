@@ -16,9 +16,10 @@ from loopkit import cli, config, progress
 from loopkit.claims import read_run
 from loopkit.compare import compare
 from loopkit.demo import extrapolation_table
-from loopkit.evaluate import evaluate_run, format_table, summarize, trace_set
+from loopkit.evaluate import evaluate_run, format_table, summarize
 from loopkit.model import LoopedTransformer
 from loopkit.tasks import build_task
+from loopkit.tracing import trace_set
 from loopkit.train import train
 from test_train import TINY
 

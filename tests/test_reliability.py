@@ -24,8 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from loopkit import checkpoint, config
 from loopkit.cli import main
-from loopkit.evaluate import evaluate_run, load_run
+from loopkit.evaluate import evaluate_run
 from loopkit.runfolder import for_storage
+from loopkit.runs import load_run
 from loopkit.tasks import TASKS
 from loopkit.train import build_model, train
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import chess.engine
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 ENV_VAR = "LOOPKIT_STOCKFISH"
 DEFAULT_PATHS = ("/usr/games/stockfish", "/usr/local/bin/stockfish")

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import chess
 
-from ..config import ConfigError
 from ..datafile import read_lines
+from ..errors import ConfigError
 from . import encoding
 
 OPCODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,14}\Z")  # EPD: a letter, then letters, digits or _; 15 at most

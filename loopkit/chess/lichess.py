@@ -23,8 +23,8 @@ from pathlib import Path
 import chess
 import numpy as np
 
-from ..config import ConfigError
 from ..datafile import read_lines
+from ..errors import ConfigError
 
 COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating")
 

@@ -52,7 +52,7 @@ import chess
 import chess.engine
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .engine import engine_name, open_engine
 
 PIPELINE_VERSION = 1

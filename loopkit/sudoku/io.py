@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
 from ..datafile import read_lines
+from ..errors import ConfigError
 from .solver import first_conflict, solve_cells
 
 _SEP = re.compile(r"[\s,]+")

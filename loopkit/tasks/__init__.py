@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..config import ConfigError, build_section
+from ..errors import ConfigError
+from ..sections import build_section
 from .base import EvalSet, Task
 from .chess import Chess
 from .prefix_sums import PrefixSums

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..layout import SEQUENCE, Layout
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..chess import encoding, epd, lichess, pipeline
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..layout import Axis, Layout
 from .base import EvalSet, Task
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..layout import Axis, Layout
 from ..sudoku import generator, io
 from ..sudoku.augment import augment

@@ -9,6 +9,7 @@ Recall placement (none / standard / internal, op add / concat) and normalization
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class AttentionPattern:
     bias: Tensor | None
     window: int = 0
     chunk: int = 0
+    # > 0: the positions are the cells of a side x side grid and the window is 2-D: each cell sees
+    # the (2 window + 1)^2 cells around it, and `bias` is (heads, (2 window + 1)^2), one per offset
+    side: int = 0
 
 
 def relative_offsets(length: int, window: int, chunk: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -65,31 +69,38 @@ def relative_offsets(length: int, window: int, chunk: int, device: torch.device)
 
 
 class PositionBias(nn.Module):
-    """A learned per-head attention bias on the relative offset j - i, clipped at max_distance.
+    """A learned per-head attention bias on the relative offset j - i, clipped at max_distance: on a
+    sequence the offset is one number, on a grid (a task whose layout is a grid) it is
+    (Δrow, Δcol), each clipped.
 
     Why this scheme: it depends only on offsets, never on absolute positions, so a model trained on
-    length 32 meets exactly the same attention pattern at length 512 (learned absolute positions
-    have no embedding beyond the training length; RoPE meets rotation angles it never saw).
-    With `window` it becomes a local operator, the transformer analogue of a conv kernel: each
-    position's update is then independent of the sequence length.
+    length 32 (or 9 x 9 cells) meets exactly the same attention pattern at length 512 (or 59 x 59):
+    learned absolute positions have no embedding beyond the training size; RoPE meets rotation angles
+    it never saw. With `window` it becomes a local operator, the transformer analogue of a conv
+    kernel: each position's update is then independent of the input's size.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, grid: bool = False):
         super().__init__()
-        self.max_distance = cfg.window or cfg.max_distance
-        self.table = nn.Parameter(torch.zeros(cfg.heads, 2 * self.max_distance + 1))
+        self.max_distance = d = cfg.window or cfg.max_distance
+        self.grid = grid
+        self.table = nn.Parameter(torch.zeros(cfg.heads, *((2 * d + 1,) * (2 if grid else 1))))
         if cfg.window:
-            # Each head starts focused on one offset of the window (0, -1, +1, -2, ... cycling), so
-            # that at initialisation the heads act like the taps of a conv kernel; learning then
-            # only has to sharpen or move them, not break the symmetry of a uniform average.
-            offsets = [o for d in range(cfg.window + 1) for o in ((0,) if d == 0 else (-d, d))
-                       if not (cfg.causal and o > 0)]
+            # Each head starts focused on one offset of the window (0, -1, +1, -2, ... cycling; on a
+            # grid (0, 0), then up, down, left, right, ...), so that at initialisation the heads act
+            # like the taps of a conv kernel; learning then only has to sharpen or move them, not
+            # break the symmetry of a uniform average.
+            steps = [o for r in range(cfg.window + 1) for o in ((0,) if r == 0 else (-r, r))
+                     if not (cfg.causal and o > 0)]
+            taps = ([(0, 0)] + [t for r in steps if r for t in ((r, 0), (0, r))]) if grid else [(o,) for o in steps]
             with torch.no_grad():
                 for head in range(cfg.heads):
-                    self.table[head, offsets[head % len(offsets)] + self.max_distance] = 4.0
+                    self.table[(head, *(o + d for o in taps[head % len(taps)]))] = 4.0
 
-    def forward(self, offset: Tensor) -> Tensor:
-        return self.table[:, offset.clamp(-self.max_distance, self.max_distance) + self.max_distance]
+    def forward(self, *offsets: Tensor) -> Tensor:
+        """Bias per head for offsets j - i (a sequence) or (Δrow, Δcol) (a grid): (heads, *shape)."""
+        d = self.max_distance
+        return self.table[(slice(None), *(o.clamp(-d, d) + d for o in offsets))]
 
 
 class Attention(nn.Module):
@@ -102,7 +113,9 @@ class Attention(nn.Module):
     def forward(self, z: Tensor, pattern: AttentionPattern) -> Tensor:
         b, n, d = z.shape
         q, k, v = self.qkv(z).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if pattern.window:
+        if pattern.side:
+            y = grid_local_attention(q, k, v, pattern)
+        elif pattern.window:
             y = local_attention(q, k, v, pattern)
         else:
             y = attention(q, k, v, pattern.bias)
@@ -141,6 +154,31 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern) 
     mask = pattern.bias.expand(h, -1, -1, -1).flatten(0, 1).unsqueeze(0)
     y = attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), mask)
     return y.reshape(b, h, n * c, dh)[:, :, :length]
+
+
+def grid_window_offsets(window: int) -> list[tuple[int, int]]:
+    """The (Δrow, Δcol) a cell sees in a 2-D window, in the order of the bias's last dimension."""
+    return [(dr, dc) for dr in range(-window, window + 1) for dc in range(-window, window + 1)]
+
+
+def grid_local_attention(q: Tensor, k: Tensor, v: Tensor, pattern: AttentionPattern) -> Tensor:
+    """Attention over each cell's (2w + 1)^2 neighbourhood on a side x side grid, as a 2-D conv sees it.
+
+    The keys and values are zero-padded by w on every side (a conv's zero padding: a cell at the
+    border reads "nothing" beyond it, which is how the edge announces itself) and read at each
+    offset by slicing, so the cost is (2w + 1)^2 dot products per cell: linear in the number of
+    cells, with no keys computed that the window does not use. Softmax in fp32."""
+    b, h, length, dh = q.shape
+    n, w = pattern.side, pattern.window
+    kg, vg = (F.pad(t.reshape(b, h, n, n, dh), (0, 0, w, w, w, w)) for t in (k, v))
+
+    def at(t: Tensor, dr: int, dc: int) -> Tensor:
+        return t[:, :, w + dr: w + dr + n, w + dc: w + dc + n].reshape(b, h, length, dh)
+
+    offsets = grid_window_offsets(w)
+    scores = torch.stack([(q * at(kg, dr, dc)).sum(-1) for dr, dc in offsets], -1)
+    weights = torch.softmax(scores.float() * dh ** -0.5 + pattern.bias[:, None], dim=-1).to(v.dtype)
+    return sum(weights[..., i, None] * at(vg, dr, dc) for i, (dr, dc) in enumerate(offsets))
 
 
 class MLP(nn.Module):
@@ -237,7 +275,7 @@ class LoopedTransformer(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(vocab_size, cfg.width)
         self.abs_pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width)) if cfg.position == "learned" else None
-        self.pos_bias = PositionBias(cfg) if cfg.position == "relative" else None
+        self.pos_bias = PositionBias(cfg, grid=layout.grid) if cfg.position == "relative" else None
         # position: axes -- one learned table per axis the task's layout declares (sudoku: row, column,
         # box; chess: rank, file, diagonal, anti-diagonal), rows padded to the largest axis; grid and
         # board are that scheme's names from before tasks declared their axes (same tensor, renamed)
@@ -279,6 +317,8 @@ class LoopedTransformer(nn.Module):
     def attention_pattern(self, length: int) -> AttentionPattern:
         """Attention bias and window for this length: built once per forward, shared by all iterations."""
         cfg = self.cfg
+        if self.layout.grid and (cfg.window or self.pos_bias is not None):
+            return self._grid_pattern(length)
         if not (cfg.window or cfg.causal or self.pos_bias is not None):
             return AttentionPattern(None)
         chunk = max(32, 4 * cfg.window) if cfg.window else 0
@@ -290,6 +330,17 @@ class LoopedTransformer(nn.Module):
             allowed &= offset <= 0
         bias = self.pos_bias(offset) if self.pos_bias is not None else torch.zeros_like(offset, dtype=torch.float)[None]
         return AttentionPattern(bias.masked_fill(~allowed, float("-inf")), cfg.window, chunk)
+
+    def _grid_pattern(self, length: int) -> AttentionPattern:
+        """A grid task's pattern: the 2-D window (`window` > 0), or global attention with a bias on
+        the clipped (Δrow, Δcol) between every two cells."""
+        cfg, device = self.cfg, self.embed.weight.device
+        row, col = self.layout.rows_cols(length, device)
+        if cfg.window:
+            dr, dc = (torch.tensor(o, device=device) for o in zip(*grid_window_offsets(cfg.window)))
+            bias = self.pos_bias(dr, dc) if self.pos_bias is not None else torch.zeros(1, len(dr), device=device)
+            return AttentionPattern(bias, cfg.window, side=math.isqrt(length))
+        return AttentionPattern(self.pos_bias(row[None, :] - row[:, None], col[None, :] - col[:, None]))
 
     def initial_state(self, e: Tensor, generator: torch.Generator | None = None) -> Tensor:
         kind = self.cfg.init_state

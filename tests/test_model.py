@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from loopkit.config import ModelConfig
-from loopkit.model import LoopedTransformer
+from loopkit.layout import Layout
+from loopkit.model import AttentionPattern, LoopedTransformer, grid_local_attention
 
 RECALLS, NORMS, OPS = ("none", "standard", "internal", "both"), ("pre", "post", "outer", "peri"), ("add", "concat")
 
@@ -141,3 +142,73 @@ def test_both_recall_lets_the_first_attention_see_the_input():
         hook.remove()
         assert (not torch.allclose(seen[0], seen[1])) == sees, recall
     assert "blocks.0.recall_mid.proj.weight" in make(recall="both", recall_op="concat").state_dict()
+
+
+# -- grids: 2-D relative positions and the 2-D local window (tasks whose layout is a grid) ---------
+GRID = Layout(grid=True)
+
+
+def reference_grid_attention(q, k, v, bias, side, window):
+    """Dense attention over the zero-padded (side + 2w)^2 grid, keys outside each cell's window
+    masked: the definition the sliced 2-D window must match."""
+    b, h, length, dh = q.shape
+    pad = side + 2 * window
+    kp, vp = (F.pad(t.reshape(b, h, side, side, dh), (0, 0, window, window, window, window)).reshape(b, h, -1, dh)
+              for t in (k, v))
+    cell = torch.arange(length)
+    qr, qc = cell // side + window, cell % side + window
+    key = torch.arange(pad * pad)
+    dr, dc = key[None] // pad - qr[:, None], key[None] % pad - qc[:, None]
+    inside = (dr.abs() <= window) & (dc.abs() <= window)
+    index = ((dr + window) * (2 * window + 1) + dc + window).clamp(0, (2 * window + 1) ** 2 - 1)
+    scores = (q @ kp.transpose(-1, -2)) * dh ** -0.5 + bias[:, index]
+    return torch.softmax(scores.masked_fill(~inside, float("-inf")), -1) @ vp
+
+
+@pytest.mark.parametrize("side,window", [(1, 1), (4, 1), (5, 2), (7, 1)])
+def test_grid_window_matches_dense_reference(side, window):
+    torch.manual_seed(side)
+    q, k, v = (torch.randn(2, 3, side * side, 8) for _ in range(3))
+    bias = torch.randn(3, (2 * window + 1) ** 2)
+    got = grid_local_attention(q, k, v, AttentionPattern(bias, window, side=side))
+    torch.testing.assert_close(got, reference_grid_attention(q, k, v, bias, side, window))
+
+
+def test_grid_window_reaches_w_cells_per_iteration():
+    """After T iterations a cell has seen exactly the cells within T * w rows and columns: a change
+    farther away leaves it untouched, a change at that distance does not (a 2-D conv's receptive field)."""
+    torch.manual_seed(0)
+    model = LoopedTransformer(ModelConfig(width=32, heads=4, window=1), 5, 3, layout=GRID).eval()
+    with torch.no_grad():  # weights large enough that a change carries visibly across three iterations
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0, 0.3)
+        model.pos_bias.table.zero_()
+    x = torch.randint(1, 5, (1, 11 * 11))
+    far, near = x.clone(), x.clone()
+    far.view(11, 11)[5, 9] = 0  # 4 columns from the centre cell (5, 5)
+    near.view(11, 11)[5, 8] = 0  # 3 columns from it
+    with torch.no_grad():
+        out = [model(t, 3).logits.view(11, 11, -1)[5, 5] for t in (x, far, near)]
+    torch.testing.assert_close(out[0], out[1])
+    assert (out[0] - out[2]).abs().max() > 1e-3
+
+
+def test_grid_models_run_at_any_square_size_and_refuse_other_lengths():
+    for kw in (dict(window=1), dict(window=0)):
+        model = LoopedTransformer(ModelConfig(width=32, heads=4, **kw), 5, 3, layout=GRID)
+        for side in (5, 9, 13):
+            assert model(torch.randint(0, 5, (2, side * side)), 2).logits.shape == (2, side * side, 3)
+        with pytest.raises(ValueError, match="square number of cells"):
+            model(torch.randint(0, 5, (2, 50)), 2)
+
+
+def test_grid_relative_bias_is_a_function_of_row_and_column_offsets():
+    model = LoopedTransformer(ModelConfig(width=32, heads=4, max_distance=2), 5, 3, layout=GRID)
+    with torch.no_grad():
+        model.pos_bias.table.copy_(torch.randn_like(model.pos_bias.table))
+    bias = model.attention_pattern(16).bias  # (heads, 16, 16) on a 4 x 4 grid
+    for i, j in [(0, 15), (5, 6), (12, 3), (7, 7)]:
+        dr, dc = j // 4 - i // 4, j % 4 - i % 4
+        torch.testing.assert_close(bias[:, i, j], model.pos_bias.table[:, max(-2, min(2, dr)) + 2,
+                                                                        max(-2, min(2, dc)) + 2])

@@ -19,21 +19,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import atomic
 from .config import Config
 from .errors import ConfigError, LoopkitError
 
 
 class CheckpointError(LoopkitError):
     """A checkpoint that is missing, incomplete or does not fit the model asked for."""
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -83,7 +75,7 @@ def save(
     if final.exists():  # only when re-saving the step we resumed from: identical content
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _write_text_atomic(root / "latest", final.name)
+    atomic.write_text(root / "latest", final.name, fsync=True)
     for old in sorted(root.glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -91,7 +83,7 @@ def save(
 
 def set_latest(run_dir: Path, path: Path) -> None:
     """Make checkpoint `path` of the run the one checkpoints/latest names (atomically)."""
-    _write_text_atomic(Path(run_dir) / "checkpoints" / "latest", Path(path).name)
+    atomic.write_text(Path(run_dir) / "checkpoints" / "latest", Path(path).name, fsync=True)
 
 
 def latest(run_dir: Path) -> Path | None:

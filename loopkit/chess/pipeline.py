@@ -38,10 +38,8 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import random
 import sys
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -52,6 +50,7 @@ import chess
 import chess.engine
 import numpy as np
 
+from .. import atomic
 from ..errors import ConfigError
 from .engine import engine_name, open_engine
 
@@ -232,14 +231,8 @@ class PuzzleSet:
 
 def _save(path: Path, shard: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **shard)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic.replacing(path) as tmp:
+        np.savez(tmp, **shard)
 
 
 def _load(path: Path) -> dict:

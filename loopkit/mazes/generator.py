@@ -48,12 +48,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from .. import atomic
 
 GENERATOR_VERSION = 1
 WALL, OPEN, START, GOAL = 0, 1, 2, 3
@@ -314,12 +315,6 @@ def generate(
         bar.close()
     if path is not None and not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, x=x, y=y)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic.replacing(path) as tmp:
+            np.savez(tmp, x=x, y=y)
     return x, y

@@ -33,15 +33,14 @@ generator's walls at every (even, even) position, nor a perfect maze.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
+from .. import atomic
+from ..errors import ConfigError
 from ..datafile import read_lines
 from .generator import GOAL, OPEN, START, WALL, shortest_path
 
@@ -217,13 +216,4 @@ def format_mazes(xs, ys=None) -> str:
 def save_mazes(path, xs, ys=None) -> None:
     """Write :func:`format_mazes` to ``path`` atomically (a temporary file in the same folder,
     then renamed into place)."""
-    text = format_mazes(xs, ys)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic.write_text(path, format_mazes(xs, ys))

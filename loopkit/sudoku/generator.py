@@ -45,9 +45,7 @@ Bump ``GENERATOR_VERSION`` whenever the output for a given seed changes (it keys
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import random
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import atomic
 from .solver import (
     _BOXES,
     ALL,
@@ -310,12 +309,6 @@ def generate(
     }
     if path is not None and not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, puzzles=puzzles, solutions=solutions, **grades)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic.replacing(path) as tmp:
+            np.savez(tmp, puzzles=puzzles, solutions=solutions, **grades)
     return puzzles, solutions, grades

@@ -26,14 +26,13 @@ the header says which column is the puzzle (``puzzle``/``quizzes``/``question``)
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from ..datafile import read_lines
 from ..errors import ConfigError
 from .solver import first_conflict, solve_cells
@@ -256,15 +255,7 @@ def save_puzzles(path, puzzles, solutions=None, ids=None, ratings=None) -> None:
         if solutions is not None:
             parts.append("".join(map(str, np.asarray(solutions[i]).reshape(81).tolist())))
         lines.append(" ".join(parts) + "\n")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic.write_text(path, "".join(lines))
 
 
 def parse_grid(text: str) -> list[int]:

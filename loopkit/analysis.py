@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import fixedpoint
+from . import atomic, fixedpoint
 from .config import ConfigError
 from .model import LoopedTransformer
 from .progress import advance, job
@@ -80,7 +80,7 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None 
         results["sets"][s.name] = report
     out = run_dir / "analysis"
     out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    atomic.write_text(out / "results.json", json.dumps(results, indent=1))
     plot_analysis(results, out)
     return results
 

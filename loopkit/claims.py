@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import atomic
 from .compare import load_results, run_switches
 from .config import ConfigError
 from .progress import advance, job
@@ -352,6 +353,6 @@ def write_claims(run_dirs: list[str | Path], out: str | Path, progress: bool | N
     result = claims(run_dirs, progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "claims.json").write_text(json.dumps(finite_or_none(result), indent=1, allow_nan=False))
-    (out / "claims.md").write_text(to_markdown(result))
+    atomic.write_text(out / "claims.json", json.dumps(finite_or_none(result), indent=1, allow_nan=False))
+    atomic.write_text(out / "claims.md", to_markdown(result))
     return result

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import atomic
 from .model import LoopedTransformer
 from .progress import advance, job, note
 from .runs import load_run
@@ -144,7 +145,7 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
     result = {"run_dir": str(run_dir), "step": step, "halt": rule, "tol": tol, "stable_k": k, "prob_tol": prob_tol,
               "max_iters": max_iters, "sets": sets, "pooled": pooled}
     (run_dir / out_name).mkdir(exist_ok=True)
-    (run_dir / out_name / "until_converged.json").write_text(json.dumps(result, indent=1))
+    atomic.write_text(run_dir / out_name / "until_converged.json", json.dumps(result, indent=1))
     return result
 
 

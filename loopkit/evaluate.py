@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from . import atomic
 from .progress import job
 from .runs import load_run
 from .tracing import trace_set
@@ -87,7 +88,7 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
     }
     out = run_dir / out_name
     out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
+    atomic.write_text(out / "results.json", json.dumps(result, indent=1))
     plot(curves, cfg.train.iters, out / "accuracy_vs_T.png", title=run_dir.name)
     plot_compute(traces, compute, out / "accuracy_vs_compute.png")
     return result

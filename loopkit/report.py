@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import atomic
 from .claims import ACCURACY, DIAGNOSTICS, claims, finite_or_none, group_runs, mean_sd, read_run
 from .config import ConfigError
 
@@ -156,5 +157,5 @@ def write_report(run_dirs: list[str | Path], out: str | Path, progress: bool | N
         raise ConfigError(f"none of {' '.join(map(str, run_dirs))} is an evaluated run (no eval/results.json)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(runs, progress))
+    atomic.write_text(out, build_report(runs, progress))
     return out

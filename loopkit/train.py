@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import checkpoint, config, fixedpoint, precision, runfolder
+from . import atomic, checkpoint, config, fixedpoint, precision, runfolder
 from .config import SECTIONS, Config, TrainConfig, dump
 from .errors import ConfigError, LoopkitError
 from .model import LoopedTransformer
@@ -219,7 +219,7 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [row for row in self.read(self.path) if row["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            atomic.write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self.file = open(self.path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -356,7 +356,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
     if changes:
         with open(run_dir / "config_changes.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "changes": changes}) + "\n")
-        config_file.write_text(dump(cfg))
+        atomic.write_text(config_file, dump(cfg))
     return step if ckpt else None  # None: killed before its first checkpoint, start over in the same folder
 
 

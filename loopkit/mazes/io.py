@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic
-from ..errors import ConfigError
 from ..datafile import read_lines
+from ..errors import ConfigError
 from .generator import GOAL, OPEN, START, WALL, shortest_path
 
 _TOKENS = {"#": WALL, ".": OPEN, "S": START, "G": GOAL, "o": OPEN}

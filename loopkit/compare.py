@@ -14,8 +14,8 @@ from typing import Any
 
 from . import config
 from .config import ConfigError
+from .multiples import MULTIPLES, at_multiples, percent
 
-MULTIPLES = ((1, "T"), (2, "2T"), (4, "4T"))  # of the training T
 IGNORED = {"train.threads", "train.device", "train.log_every", "train.eval_every", "train.ckpt_every"}
 
 
@@ -53,8 +53,7 @@ def run_switches(run_dir: Path) -> dict[str, Any]:
 def _at(res: dict[str, Any], name: str, metric: str, k: int) -> float | None:
     """metric on eval set `name` at k x the training T, or None when not evaluated that far."""
     curve = res.get("curves", {}).get(name, {}).get(metric)
-    t = k * res["train_iters"]
-    return curve[t - 1] if curve is not None and t <= len(curve) else None
+    return None if curve is None else at_multiples(curve, res["train_iters"], (k,))[k]
 
 
 def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "exact") -> str:
@@ -66,7 +65,7 @@ def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "e
     differing = [k for k in keys if len({json.dumps(m.get(k)) for m in switches}) > 1]
     sets = list(dict.fromkeys(name for res in results for name in res.get("curves", {})))
     # the training T's column stays when a run stops short of it (--iters below T): "–", not gone
-    cols = [(s, k, head) for s in sets for k, head in MULTIPLES
+    cols = [(s, k, "T" if k == 1 else f"{k}T") for s in sets for k in MULTIPLES
             if any(_at(res, s, metric, k) is not None for res in results)
             or k == 1 and any(metric in res.get("curves", {}).get(s, {}) for res in results)]
     if not cols:
@@ -78,6 +77,6 @@ def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "e
         cells = []
         for s, k, _ in cols:
             value = _at(res, s, metric, k)
-            cells.append("–" if value is None else f"{100 * value:.1f}")
+            cells.append(percent(value, unit="", missing="–"))
         lines.append(f"| {run_label(run, sw, differing)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import checkpoint, config
 from .config import ConfigError
 from .evaluate import evaluate_run
+from .multiples import percent
 from .progress import enabled
 from .train import train
 
@@ -165,9 +166,8 @@ def extrapolation_table(results: dict[str, dict]) -> str:
         cells = []
         for r in results.values():
             row = r["summary"][s]
-            at_t = row["exact_at_train_T"]  # None when evaluated short of the training T
-            best = f"{100 * row['best_exact']:.1f}% ({row['best_T']})"
-            cells.append(("      n/a" if at_t is None else f"{100 * at_t:8.1f}%") +
-                         f" {100 * row['exact_at_max_T']:8.1f}% {best:>13}")
+            best = f"{percent(row['best_exact'])} ({row['best_T']})"
+            # exact_at_train_T is None when evaluated short of the training T
+            cells.append(f"{percent(row['exact_at_train_T'], 9)} {percent(row['exact_at_max_T'], 9)} {best:>13}")
         lines.append(f"{s[3:]:>8} | " + " | ".join(cells))
     return "\n".join(lines)

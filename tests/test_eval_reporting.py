@@ -18,6 +18,7 @@ from loopkit.compare import compare
 from loopkit.demo import extrapolation_table
 from loopkit.evaluate import evaluate_run, format_table, summarize
 from loopkit.model import LoopedTransformer
+from loopkit.multiples import at_multiples, percent
 from loopkit.tasks import build_task
 from loopkit.tracing import trace_set
 from loopkit.train import train
@@ -94,6 +95,18 @@ def test_summary_has_no_training_T_value_when_evaluated_short_of_it():
     head, line = format_table(summarize(curves, train_iters=6)).splitlines()
     assert head.split()[:3] == ["set", "@train", "T"]
     assert line.split() == ["len8", "n/a", "100.0%", "100.0%", "3"]
+
+
+def test_values_at_multiples_of_T_and_their_percentages():
+    """One reading of T, 2T, 4T and one format, shared by eval, compare and the demo."""
+    curve = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    assert at_multiples(curve, 2) == {1: 0.2, 2: 0.4, 4: 0.8}
+    assert at_multiples(curve, 3) == {1: 0.3, 2: 0.6, 4: None}  # 4T = 12 lies beyond the curve
+    assert at_multiples(curve, 9) == {1: None, 2: None, 4: None}
+    assert at_multiples(curve, 4, (2,)) == {2: 0.8}
+    assert summarize({"s": {"exact": curve, "token": curve}}, 3)["s"]["exact_at_2x_T"] == 0.6
+    assert percent(0.5) == "50.0%" and percent(1.0, 9) == "   100.0%" and percent(None, 9) == "      n/a"
+    assert percent(0.125, unit="", missing="–") == "12.5" and percent(None, unit="", missing="–") == "–"
 
 
 def test_eval_short_of_the_training_T_says_n_a_everywhere(run, capsys, tmp_path):

@@ -200,6 +200,9 @@ def validate(cfg: Config) -> None:
     if m.position in ("axes", "grid", "board") and not TASKS[cfg.task["name"]].layout.axes:
         raise ConfigError(f"model.position={m.position} embeds the axes of a grid task's layout, and task "
                           f"{cfg.task['name']} declares none; allowed here: relative, learned, none")
+    if m.causal and TASKS[cfg.task["name"]].layout.grid:
+        raise ConfigError(f"model.causal=true orders positions as a sequence, and task {cfg.task['name']} lays its "
+                          "positions out on a grid; use model.causal=false")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

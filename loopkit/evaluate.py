@@ -91,6 +91,8 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
     atomic.write_text(out / "results.json", json.dumps(result, indent=1))
     plot(curves, cfg.train.iters, out / "accuracy_vs_T.png", title=run_dir.name)
     plot_compute(traces, compute, out / "accuracy_vs_compute.png")
+    for s in task.eval_sets():  # pictures of answers, for tasks that draw them (mazes), at each set's best T
+        task.save_examples(model, s, result["summary"][s.name]["best_T"], out)
     return result
 
 

@@ -46,7 +46,7 @@ def test_unknown_task_and_task_key(tmp_path):
     from loopkit.tasks import build_task
 
     with pytest.raises(ConfigError, match="choose one of prefix_sums"):
-        build_task({"name": "mazes"})
+        build_task({"name": "labyrinths"})
     with pytest.raises(ConfigError, match="unknown config key 'task.train_len'.*train_length"):
         build_task({"name": "prefix_sums", "train_len": 8})
 

@@ -1,6 +1,7 @@
 """Tasks: generators with a difficulty knob, an easy train split, a ladder of harder test splits,
 and the loss and exact-match metrics that go with them. `build_task` turns the `task:` section of
-a config into a task object."""
+a config into a task object; `register_task` makes a task (the built-in ones, or a user's own
+`Task` subclass, docs/tasks.md) known by name."""
 
 from __future__ import annotations
 
@@ -11,10 +12,30 @@ from ..errors import ConfigError
 from ..sections import build_section
 from .base import EvalSet, Task
 from .chess import Chess
+from .mazes import Mazes
 from .prefix_sums import PrefixSums
 from .sudoku import Sudoku
 
-TASKS: dict[str, type[Task]] = {"prefix_sums": PrefixSums, "sudoku": Sudoku, "chess": Chess}
+# task name -> its class; and -> (option, check, what is allowed) for every option with a range,
+# checked with the rest of the config (config.validate) before a run folder exists, as
+# config.RANGES does for model/train/eval
+TASKS: dict[str, type[Task]] = {}
+TASK_RANGES: dict[str, list[tuple[str, Any, str]]] = {}
+
+
+def register_task(name: str, cls: type[Task], ranges: list[tuple[str, Any, str]] | tuple = ()) -> type[Task]:
+    """Make `cls` the task `task.name: NAME` builds. `cls.Options` is a dataclass of its options
+    (each typed, with a default), `ranges` the allowed range of some of them; cross-field checks go
+    in `cls.check_options`. Registering a second class under a taken name is an error."""
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"a task name is an identifier (letters, digits, _), got {name!r}")
+    if name in TASKS and TASKS[name] is not cls:
+        raise ValueError(f"task name {name!r} is taken by {TASKS[name].__module__}.{TASKS[name].__qualname__}")
+    if not (isinstance(cls, type) and issubclass(cls, Task) and hasattr(cls, "Options")):
+        raise ValueError(f"{cls!r} is not a Task subclass with an Options dataclass")
+    TASKS[name] = cls
+    TASK_RANGES[name] = list(ranges)
+    return cls
 
 
 def _at_least(lo: int):
@@ -31,36 +52,41 @@ _COMMON = [  # options several tasks share
     ("seed", _at_least(0), ">= 0"),
     ("eval_seed", _at_least(0), ">= 0"),
     ("workers", _at_least(0), ">= 0 (0: every core)"),
-    ("eval_levels", _distinct, "a list of distinct levels"),
     ("eval_files", _distinct, "a list of distinct files"),
+]
+_LEVELS = [  # tasks with named levels and rated puzzle files
+    ("eval_levels", _distinct, "a list of distinct levels"),
     ("rating_buckets", lambda v: all(math.isfinite(x) for x in v) and _distinct(v),
      "a list of distinct finite numbers"),
 ]
 
-# task name -> (option, check, what is allowed): every option's range, checked with the rest of the
-# config (config.validate) before a run folder exists, as config.RANGES does for model/train/eval
-TASK_RANGES: dict[str, list[tuple[str, Any, str]]] = {
-    "prefix_sums": [
-        ("train_length", _at_least(1), ">= 1"),
-        ("train_length_min", _at_least(0), ">= 0 (0: every batch of train_length)"),
-        ("eval_lengths", lambda v: len(v) > 0 and all(n >= 1 for n in v) and _distinct(v),
-         "a non-empty list of distinct lengths >= 1"),
-        ("eval_samples", _at_least(1), ">= 1"),
-        ("eval_seed", _at_least(0), ">= 0"),
-    ],
-    "sudoku": _COMMON,
-    "chess": _COMMON + [
-        ("max_depth", _at_least(1), ">= 1"),
-        ("margin_cp", _at_least(1), ">= 1"),
-        ("mate_margin", _at_least(0), ">= 0 (0: off)"),
-        ("cp_cap", _at_least(1), ">= 1"),
-        ("play_nodes", _at_least(1), ">= 1"),
-        ("mistake_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
-        ("opening_plies", lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "[min, max] with 0 <= min <= max"),
-        ("max_ply", _at_least(1), ">= 1"),
-        ("games_per_shard", _at_least(1), ">= 1"),
-    ],
-}
+register_task("prefix_sums", PrefixSums, [
+    ("train_length", _at_least(1), ">= 1"),
+    ("train_length_min", _at_least(0), ">= 0 (0: every batch of train_length)"),
+    ("eval_lengths", lambda v: len(v) > 0 and all(n >= 1 for n in v) and _distinct(v),
+     "a non-empty list of distinct lengths >= 1"),
+    ("eval_samples", _at_least(1), ">= 1"),
+    ("eval_seed", _at_least(0), ">= 0"),
+])
+register_task("sudoku", Sudoku, _COMMON + _LEVELS)
+register_task("chess", Chess, _COMMON + _LEVELS + [
+    ("max_depth", _at_least(1), ">= 1"),
+    ("margin_cp", _at_least(1), ">= 1"),
+    ("mate_margin", _at_least(0), ">= 0 (0: off)"),
+    ("cp_cap", _at_least(1), ">= 1"),
+    ("play_nodes", _at_least(1), ">= 1"),
+    ("mistake_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("opening_plies", lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "[min, max] with 0 <= min <= max"),
+    ("max_ply", _at_least(1), ">= 1"),
+    ("games_per_shard", _at_least(1), ">= 1"),
+])
+_MAZE_SIZES = (lambda v: len(v) > 0 and all(n >= 5 and n % 2 for n in v) and _distinct(v),
+               "a non-empty list of distinct odd sizes >= 5")
+register_task("mazes", Mazes, _COMMON + [
+    ("train_sizes", *_MAZE_SIZES),
+    ("eval_sizes", *_MAZE_SIZES),
+    ("loops", lambda v: 0 <= v < 1, "in [0, 1)"),
+])
 
 
 def check_options(section: dict[str, Any]) -> Any:
@@ -76,15 +102,7 @@ def check_options(section: dict[str, Any]) -> Any:
     for key, ok, allowed in TASK_RANGES.get(name, []):
         if not ok(getattr(o, key)):
             raise ConfigError(f"task.{key}={getattr(o, key)!r} is out of range: allowed {allowed}")
-    if hasattr(o, "eval_levels") and not (o.eval_levels or o.eval_files):
-        raise ConfigError("task.eval_levels=[] and task.eval_files=[]: the task would have no eval set; "
-                          "give a level or a file")
-    if name == "prefix_sums" and o.train_length_min > o.train_length:
-        raise ConfigError(f"task.train_length_min={o.train_length_min} is out of range: allowed at most "
-                          f"task.train_length={o.train_length}")
-    if name == "chess" and o.opening_plies[1] >= o.max_ply:
-        raise ConfigError(f"task.opening_plies={o.opening_plies!r} is out of range: allowed a max below "
-                          f"task.max_ply={o.max_ply}")
+    TASKS[name].check_options(o)
     return o
 
 
@@ -93,4 +111,4 @@ def build_task(section: dict[str, Any]) -> Task:
     return TASKS[section["name"]](options)
 
 
-__all__ = ["EvalSet", "Task", "TASKS", "TASK_RANGES", "build_task", "check_options"]
+__all__ = ["EvalSet", "Task", "TASKS", "TASK_RANGES", "build_task", "check_options", "register_task"]

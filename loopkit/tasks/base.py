@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -38,6 +39,16 @@ class Task:
 
     def __init__(self, options):
         self.options = options
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        """Checks that involve several options (each option's own range is given where the task
+        is registered, `register_task`); a fault is a ConfigError naming the keys. None by default."""
+
+    def save_examples(self, model, s: EvalSet, iters: int, folder: Path) -> list[Path]:
+        """Pictures of a few of the set's inputs with the model's answers after `iters` iterations,
+        written into `folder` by evaluation (mazes draw the predicted path); none by default."""
+        return []
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -85,3 +96,10 @@ class Task:
         exact = (hit | ~scored).all(-1).float()
         token = hit.sum(-1).float() / scored.sum(-1).clamp(min=1).float()
         return {"exact": exact, "token": token}
+
+
+def need_eval_set(o) -> None:
+    """Tasks with generated levels and optional files: at least one of the two must give a set."""
+    if not (o.eval_levels or o.eval_files):
+        raise ConfigError("task.eval_levels=[] and task.eval_files=[]: the task would have no eval set; "
+                          "give a level or a file")

@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cache import cache_dir
 from ..chess import encoding, epd, lichess, pipeline
 from ..errors import ConfigError
 from ..layout import Axis, Layout
-from .base import EvalSet, Task
+from .base import EvalSet, Task, need_eval_set
+from .buckets import bucket_indices
 
 
 def parse_grades(text: str, max_depth: int, key: str) -> tuple[int, int]:
@@ -95,6 +97,13 @@ class Chess(Task):
     vocab_size = encoding.VOCAB_SIZE
     num_classes = encoding.PLANES  # per square; 64 x 73 move classes in all
 
+    @classmethod
+    def check_options(cls, o) -> None:
+        need_eval_set(o)
+        if o.opening_plies[1] >= o.max_ply:
+            raise ConfigError(f"task.opening_plies={o.opening_plies!r} is out of range: allowed a max below "
+                              f"task.max_ply={o.max_ply}")
+
     def __init__(self, options: ChessOptions):
         super().__init__(options)
         o = options
@@ -116,9 +125,9 @@ class Chess(Task):
     # -- data ----------------------------------------------------------------------------------
     def _generate(self, requests: list[tuple[int, int, int]], seed: int) -> list[encoding.Encoded]:
         o = self.options
-        cache = Path(o.cache_dir).expanduser() if o.cache_dir else Path.home() / ".cache" / "loopkit" / "chess"
         sets = pipeline.generate(requests, seed, self.settings, workers=o.workers or os.cpu_count() or 1,
-                                 cache_dir=cache, engine=o.engine or None, read_only=self.cache_read_only)
+                                 cache_dir=cache_dir(o.cache_dir, "chess"), engine=o.engine or None,
+                                 read_only=self.cache_read_only)
         return [encoding.encode_fens(list(p.fen), list(p.move)) for p in sets]
 
     def train_data(self) -> encoding.Encoded:
@@ -219,11 +228,5 @@ def file_sets(path: Path, buckets: list[float]) -> list[EvalSet]:
     enc = encoding.encode_fens(loaded.fens, loaded.moves)
     if not buckets:
         return [as_eval_set(path.stem, enc)]
-    edges = [-float("inf"), *sorted(buckets), float("inf")]
-    sets = []
-    for lo, hi in zip(edges, edges[1:]):
-        keep = np.flatnonzero((loaded.ratings >= lo) & (loaded.ratings < hi))
-        if len(keep):
-            name = f"{path.stem}:{'' if lo == -float('inf') else f'{lo:g}'}-{'' if hi == float('inf') else f'{hi:g}'}"
-            sets.append(as_eval_set(name, enc.subset(keep)))
-    return sets
+    return [as_eval_set(f"{path.stem}:{suffix}", enc.subset(rows))
+            for suffix, rows in bucket_indices(loaded.ratings, buckets)]

@@ -46,6 +46,12 @@ class PrefixSums(Task):
     vocab_size = 2
     num_classes = 2
 
+    @classmethod
+    def check_options(cls, o) -> None:
+        if o.train_length_min > o.train_length:
+            raise ConfigError(f"task.train_length_min={o.train_length_min} is out of range: allowed at most "
+                              f"task.train_length={o.train_length}")
+
     def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         o = self.options
         length = o.train_length

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..cache import cache_dir
 from ..errors import ConfigError
 from ..layout import Axis, Layout
 from ..sudoku import generator, io
 from ..sudoku.augment import augment
-from .base import EvalSet, Task
+from .base import EvalSet, Task, need_eval_set
+from .buckets import bucket_indices
 
 
 def _units() -> Tensor:
@@ -78,6 +80,10 @@ class Sudoku(Task):
     vocab_size = 10  # 0 = blank, 1..9
     num_classes = 9  # digit - 1
 
+    @classmethod
+    def check_options(cls, o) -> None:
+        need_eval_set(o)
+
     def __init__(self, options: SudokuOptions):
         super().__init__(options)
         levels = set(generator.LEVELS)
@@ -92,9 +98,9 @@ class Sudoku(Task):
 
     def _generate(self, level: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
         o = self.options
-        cache = Path(o.cache_dir).expanduser() if o.cache_dir else Path.home() / ".cache" / "loopkit" / "sudoku"
         puzzles, solutions, _ = generator.generate(level, n, seed, workers=o.workers or os.cpu_count() or 1,
-                                                   cache_dir=cache, read_only=self.cache_read_only)
+                                                   cache_dir=cache_dir(o.cache_dir, "sudoku"),
+                                                   read_only=self.cache_read_only)
         return torch.as_tensor(puzzles, dtype=torch.long), torch.as_tensor(solutions, dtype=torch.long)
 
     def train_batch(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -163,12 +169,5 @@ def file_sets(path: Path, buckets: list[float]) -> list[EvalSet]:
     y = torch.as_tensor(solutions, dtype=torch.long) - 1
     if loaded.ratings is None or not buckets:
         return [EvalSet(path.stem, x, y)]
-    ratings = torch.as_tensor(loaded.ratings, dtype=torch.float64)
-    edges = [-float("inf"), *sorted(buckets), float("inf")]
-    sets = []
-    for lo, hi in zip(edges, edges[1:]):
-        keep = (ratings >= lo) & (ratings < hi)
-        if keep.any():
-            name = f"{path.stem}:{'' if lo == -float('inf') else f'{lo:g}'}-{'' if hi == float('inf') else f'{hi:g}'}"
-            sets.append(EvalSet(name, x[keep], y[keep]))
-    return sets
+    return [EvalSet(f"{path.stem}:{suffix}", x[rows], y[rows])
+            for suffix, rows in bucket_indices(loaded.ratings, buckets)]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..cache import cache_dir
 from ..errors import ConfigError
 from ..layout import Layout
 from ..mazes import format_maze, generate, load_mazes, parse_mazes
@@ -58,9 +59,8 @@ class Mazes(Task):
 
     def _generate(self, size: int, n: int, seed: int) -> tuple[Tensor, Tensor]:
         o = self.options
-        cache = Path(o.cache_dir).expanduser() if o.cache_dir else Path.home() / ".cache" / "loopkit" / "mazes"
-        x, y = generate(size, n, seed, loops=o.loops, workers=o.workers or os.cpu_count() or 1, cache_dir=cache,
-                        read_only=self.cache_read_only)
+        x, y = generate(size, n, seed, loops=o.loops, workers=o.workers or os.cpu_count() or 1,
+                        cache_dir=cache_dir(o.cache_dir, "mazes"), read_only=self.cache_read_only)
         return torch.as_tensor(x, dtype=torch.long).flatten(1), torch.as_tensor(y, dtype=torch.long).flatten(1)
 
     def train_pool(self, size: int) -> tuple[Tensor, Tensor]:

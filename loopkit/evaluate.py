@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import atomic
+from .multiples import at_multiples, percent
 from .progress import job
 from .runs import load_run
 from .tracing import trace_set
@@ -26,9 +27,10 @@ def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> di
     for name, c in curves.items():
         exact = c["exact"]
         best = max(range(len(exact)), key=lambda i: exact[i])
+        at = at_multiples(exact, train_iters)
         table[name] = {
-            "exact_at_train_T": exact[train_iters - 1] if 1 <= train_iters <= len(exact) else None,
-            **{f"exact_at_{k}x_T": exact[k * train_iters - 1] for k in (2, 4) if k * train_iters <= len(exact)},
+            "exact_at_train_T": at[1],
+            **{f"exact_at_{k}x_T": v for k, v in at.items() if k > 1 and v is not None},
             "exact_at_max_T": exact[-1],
             "token_at_max_T": c["token"][-1],
             **({"solved_at_max_T": c["solved"][-1]} if "solved" in c else {}),  # chess: a best move, none to avoid
@@ -106,6 +108,6 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
     width = max([10, *(len(n) for n in summary)])
     lines = [f"{'set':>{width}} " + " ".join(f"{h:>9}" for _, h in cols) + f" {'best T':>7}"]
     for name, s in summary.items():
-        cells = ("      n/a" if s[k] is None else f"{100 * s[k]:8.1f}%" for k, _ in cols)
+        cells = (percent(s[k], 9) for k, _ in cols)
         lines.append(f"{name:>{width}} " + " ".join(cells) + f" {s['best_T']:7d}")
     return "\n".join(lines)

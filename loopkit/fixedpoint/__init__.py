@@ -42,7 +42,7 @@ from .jacobian import (
     spectral_radius,
 )
 from .krylov import LinearSolveResult, RitzResult, gmres, neumann, solve_i_minus, top_ritz
-from .solvers import SolverResult, anderson, fixed_point_iter, solve
+from .solvers import SOLVERS, SolverResult, anderson, fixed_point_iter, register_solver, solve
 
 __all__ = [
     "InitDependence",
@@ -70,6 +70,8 @@ __all__ = [
     "sensitivity",
     "sensitivity_norm",
     "solve",
+    "SOLVERS",
+    "register_solver",
     "solve_i_minus",
     "solve_implicit",
     "spectral_norm",

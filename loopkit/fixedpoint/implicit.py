@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .krylov import gmres, neumann
+from .krylov import solve_i_minus
 from .solvers import SolverResult, StepFn, solve
 
 
@@ -61,12 +61,9 @@ def attach_implicit(
 
     def hook(g: Tensor) -> Tensor:
         with torch.no_grad():
-            if method == "gmres":
-                sol = gmres(lambda w: w - vjp_h(w), g, tol=tol, restart=restart, max_restarts=max_restarts)
-            elif method == "neumann":
-                sol = neumann(vjp_h, g, tol=tol, max_iter=max_iter)
-            else:
-                raise ValueError(f"unknown linear solver {method!r}")
+            # (I - J)^T w = g through w -> J^T w: the same linear solvers, fed vector-Jacobian products
+            sol = solve_i_minus(vjp_h, g, method=method, tol=tol, restart=restart, max_restarts=max_restarts,
+                                max_iter=max_iter)
         if stats is not None:
             stats["residual"] = sol.residual.detach()
             stats["matvecs"] = sol.matvecs

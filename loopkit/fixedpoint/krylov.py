@@ -204,6 +204,14 @@ def neumann(
     return LinearSolveResult(u, rel, rel <= tol, matvecs)
 
 
+# name -> how to solve (I - J) u = b from u -> J u and the options below
+LINEAR_SOLVERS: dict[str, Callable[..., LinearSolveResult]] = {
+    "gmres": lambda jvp, b, tol, restart, max_restarts, max_iter: gmres(
+        lambda v: v - jvp(v), b, tol=tol, restart=restart, max_restarts=max_restarts),
+    "neumann": lambda jvp, b, tol, restart, max_restarts, max_iter: neumann(jvp, b, tol=tol, max_iter=max_iter),
+}
+
+
 def solve_i_minus(
     jvp: MatVec,
     b: Tensor,
@@ -214,12 +222,10 @@ def solve_i_minus(
     max_restarts: int = 20,
     max_iter: int = 500,
 ) -> LinearSolveResult:
-    """Solve (I - J) u = b given u -> J u; ``method`` is "gmres" or "neumann"."""
-    if method == "gmres":
-        return gmres(lambda v: v - jvp(v), b, tol=tol, restart=restart, max_restarts=max_restarts)
-    if method == "neumann":
-        return neumann(jvp, b, tol=tol, max_iter=max_iter)
-    raise ValueError(f"unknown linear solver {method!r} (use 'gmres' or 'neumann')")
+    """Solve (I - J) u = b given u -> J u; ``method`` is a name in LINEAR_SOLVERS ("gmres", "neumann")."""
+    if method not in LINEAR_SOLVERS:
+        raise ValueError(f"unknown linear solver {method!r}; choose one of {', '.join(LINEAR_SOLVERS)}")
+    return LINEAR_SOLVERS[method](jvp, b, tol=tol, restart=restart, max_restarts=max_restarts, max_iter=max_iter)
 
 
 @dataclass

@@ -264,10 +264,20 @@ def anderson(
     )  # fmt: skip
 
 
+# name -> solver (f, e, h0, **options) -> SolverResult; `register_solver` adds one, `solve` looks it up
+SOLVERS: dict[str, Callable[..., SolverResult]] = {"iter": fixed_point_iter, "anderson": anderson}
+
+
+def register_solver(name: str, fn: Callable[..., SolverResult]) -> Callable[..., SolverResult]:
+    """Make `fn(f, e, h0, **options) -> SolverResult` available as `solve(..., method=name)`."""
+    if name in SOLVERS and SOLVERS[name] is not fn:
+        raise ValueError(f"solver name {name!r} is taken")
+    SOLVERS[name] = fn
+    return fn
+
+
 def solve(f: StepFn, e: Tensor, h0: Tensor, *, method: str = "anderson", **kwargs) -> SolverResult:
-    """Dispatch to ``fixed_point_iter`` (method="iter") or ``anderson`` (method="anderson")."""
-    if method in ("iter", "fixed_point", "plain"):
-        return fixed_point_iter(f, e, h0, **kwargs)
-    if method == "anderson":
-        return anderson(f, e, h0, **kwargs)
-    raise ValueError(f"unknown solver {method!r} (use 'iter' or 'anderson')")
+    """The solver registered as `method` ("iter": plain iteration, "anderson": Anderson acceleration)."""
+    if method not in SOLVERS:
+        raise ValueError(f"unknown solver {method!r}; choose one of {', '.join(SOLVERS)}")
+    return SOLVERS[method](f, e, h0, **kwargs)

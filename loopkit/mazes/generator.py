@@ -45,16 +45,15 @@ Bump ``GENERATOR_VERSION`` whenever the output for a given seed changes (it keys
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import random
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import atomic
+from ..pool import run_chunks
 
 GENERATOR_VERSION = 1
 WALL, OPEN, START, GOAL = 0, 1, 2, 3
@@ -281,7 +280,6 @@ def generate(
         with np.load(path) as z:
             return z["x"], z["y"]
 
-    from tqdm.auto import tqdm
 
     workers = workers or _cpus()
     if n * size * size < POOL_MIN_CHARS:
@@ -291,28 +289,12 @@ def generate(
     x = np.zeros((n, size, size), dtype=np.uint8)
     y = np.zeros((n, size, size), dtype=np.uint8)
 
-    def store(part):
+    def store(part) -> int:
         start, px, py = part
         x[start : start + len(px)], y[start : start + len(px)] = px, py
-        bar.update(len(px))
+        return len(px)
 
-    bar = tqdm(total=n, desc=f"mazes {size}x{size}", disable=not progress, unit="maze")
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                store(_make_range(task))
-        else:
-            # spawn: safe even when the caller has threads running (e.g. a PyTorch process); a
-            # worker that dies raises BrokenProcessPool here instead of hanging
-            ctx = mp.get_context("spawn")
-            pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx)
-            try:
-                for fut in as_completed([pool.submit(_make_range, t) for t in tasks]):
-                    store(fut.result())
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
+    run_chunks(_make_range, tasks, store, workers, n, f"mazes {size}x{size}", "maze", progress)
     if path is not None and not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic.replacing(path) as tmp:

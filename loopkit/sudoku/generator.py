@@ -44,9 +44,7 @@ Bump ``GENERATOR_VERSION`` whenever the output for a given seed changes (it keys
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import random
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -54,6 +52,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import atomic
+from ..pool import run_chunks
 from .solver import (
     _BOXES,
     ALL,
@@ -271,7 +270,6 @@ def generate(
             grades = {k: z[k] for k in ("clues", "nodes", "propagation_only")}
             return z["puzzles"], z["solutions"], grades
 
-    from tqdm.auto import tqdm
 
     chunk = max(1, min(64, n // (max(workers, 1) * 8) or 1))
     tasks = [(level, seed, s, min(s + chunk, n)) for s in range(0, n, chunk)]
@@ -279,29 +277,13 @@ def generate(
     solutions = np.zeros((n, 81), dtype=np.int8)
     table = np.zeros((n, 3), dtype=np.int32)  # clues, nodes, propagation_only
 
-    def store(part):
+    def store(part) -> int:
         start, p, s, g = part
         puzzles[start : start + len(p)], solutions[start : start + len(p)] = p, s
         table[start : start + len(p)] = g
-        bar.update(len(p))
+        return len(p)
 
-    bar = tqdm(total=n, desc=f"sudoku {level}", disable=not progress, unit="puzzle")
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                store(_make_range(task))
-        else:
-            # spawn: safe even when the caller has threads running (e.g. a PyTorch process); a
-            # worker that dies raises BrokenProcessPool here instead of hanging
-            ctx = mp.get_context("spawn")
-            pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx)
-            try:
-                for fut in as_completed([pool.submit(_make_range, t) for t in tasks]):
-                    store(fut.result())
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
+    run_chunks(_make_range, tasks, store, workers, n, f"sudoku {level}", "puzzle", progress)
     grades = {
         "clues": table[:, 0].astype(np.int16),
         "nodes": table[:, 1].copy(),

@@ -41,7 +41,7 @@ def main() -> None:
         task = build_task(cfg.task)
         model = build_model(cfg, task)
     model.eval().requires_grad_(False)
-    T = args.iters or cfg.train.iters
+    T = args.iters or cfg.train.max_iters
     x = task.sample(args.batch, args.length, torch.Generator().manual_seed(0))[0]
 
     def timed(fn):

@@ -49,7 +49,7 @@ if [ $dry = 1 ]; then
     speed=(--device cpu --tasks sudoku --widths 32 --steps 1 --variants naive,fp32,auto,auto+compile,auto-recipe)
     memory=(--device cpu --iters 4,8 --k 2 model.width=32)
     sudoku=(model.width=32 train.steps=6 train.batch_size=8 train.log_every=2 train.eval_every=0 train.ckpt_every=3
-            task.train_size=64 task.eval_levels=[easy,medium] task.eval_samples=8 task.workers=1 eval.iters=8)
+            task.train_size=64 task.eval_levels=[easy,medium] task.eval_samples=8 task.workers=1 eval.max_iters=8)
 else  # about 8 minutes on an H100/H200 (estimates by stage in benchmarks/README.md)
     device=cuda
     tests=(tests -q -k cuda --deselect tests/test_gpu_check.py)  # the tests parametrized over devices

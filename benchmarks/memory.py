@@ -31,7 +31,7 @@ def one(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     recipe = {"full": ["train.alpha=0"], "bptt": ["train.alpha=0", f"train.bptt={args.k}"],
               "progressive": ["train.alpha=1", f"train.progressive_k={args.k}"]}[args.recipe]
-    cfg, task = synthetic.load(args.config, [f"train.iters={args.T}", *recipe, *args.overrides])
+    cfg, task = synthetic.load(args.config, [f"train.max_iters={args.T}", *recipe, *args.overrides])
     device = torch.device(args.device)
     prec, _ = precision.resolve(cfg.train.precision, device)
     model = synthetic.build(cfg, task).to(device)

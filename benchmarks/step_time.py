@@ -130,7 +130,7 @@ def make_variant(name: str, cfg, task: synthetic.RandomTask, device: torch.devic
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
 
         def loss_of(x, y, plan):
-            return F.cross_entropy(net(x, tc.iters).flatten(0, 1), y.flatten())
+            return F.cross_entropy(net(x, tc.max_iters).flatten(0, 1), y.flatten())
         prec, kernel, alpha = "fp32", None, 0.0
     else:
         prec = precision.resolve("auto", device)[0] if base in ("auto", "auto-recipe") else base.removesuffix("-sdpa")
@@ -178,7 +178,7 @@ def bench(task_name: str, width: int, steps: int, names: list[str], device: torc
             sync(device)
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["naive"]) if "naive" in times else None
-    flops = step_flops(cfg.model, cfg.train.batch_size, task.length, cfg.train.iters)
+    flops = step_flops(cfg.model, cfg.train.batch_size, task.length, cfg.train.max_iters)
     tokens = cfg.train.batch_size * task.length
     rows = []
     for name, (prec, _, full) in variants.items():

@@ -22,7 +22,7 @@ from .progress import advance, job
 from .runs import load_run
 
 
-def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: float, n_inits: int = 3,
+def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iters: int, tol: float, n_inits: int = 3,
                   method: str = "iter", seed: int = 0, krylov_dim: int = 20, min_sv_matvecs: int = 400,
                   sensitivity_norm: bool = False, rho_tol: float = 1e-3) -> dict[str, Any]:
     """Every diagnostic on one batch. Initial-state dependence compares the model's own h_0 with
@@ -41,13 +41,13 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iter: int, tol: fl
         g = torch.Generator().manual_seed(seed + k)
         return torch.randn(h0.shape, generator=g).to(h0)
 
-    return fixedpoint.analyze(f, e, h0, method=method, max_iter=max_iter, tol=tol, h0s=starts, n_inits=n_inits,
+    return fixedpoint.analyze(f, e, h0, method=method, max_iters=max_iters, tol=tol, h0s=starts, n_inits=n_inits,
                               krylov_dim=krylov_dim, seed=seed, with_min_sv=min_sv_matvecs > 0,
                               min_sv_matvecs=min_sv_matvecs, with_sensitivity_norm=sensitivity_norm,
                               rho_tol=rho_tol, readout=model.readout)
 
 
-def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None = None, tol: float | None = None,
+def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iters: int | None = None, tol: float | None = None,
                 sets: list[str] | None = None, n_inits: int = 3, method: str = "iter", min_sv_matvecs: int = 400,
                 device: str = "cpu", sensitivity_norm: bool = False, cluster_samples: int = 200,
                 rho_tol: float = 1e-3, ckpt_name: str | None = None, progress: bool | None = None) -> dict:
@@ -57,7 +57,7 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None 
     run_dir = Path(run_dir)
     cfg, task, model, step = load_run(run_dir, device, ckpt_name=ckpt_name)
     model.requires_grad_(False)
-    max_iter = max_iter or cfg.eval_iters()
+    max_iters = max_iters or cfg.eval_max_iters()
     tol = tol or cfg.eval.tol
     chosen = task.eval_sets()
     if sets:
@@ -65,17 +65,17 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iter: int | None 
         if unknown:
             raise ConfigError(f"unknown eval set(s) {sorted(unknown)}; this task has {[s.name for s in chosen]}")
         chosen = [s for s in chosen if s.name in sets]
-    results: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "max_iter": max_iter, "tol": tol,
+    results: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "max_iters": max_iters, "tol": tol,
                                "method": method, "samples": samples, "sets": {}}
     for i, s in enumerate(chosen, 1):
         started = time.perf_counter()
         with job(f"analyze {s.name} ({i}/{len(chosen)} sets)", "step", progress=progress):
-            report = analyze_model(model, s.x[:samples].to(device), max_iter=max_iter, tol=tol, n_inits=n_inits,
+            report = analyze_model(model, s.x[:samples].to(device), max_iters=max_iters, tol=tol, n_inits=n_inits,
                                    method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm,
                                    rho_tol=rho_tol)
         with torch.no_grad():  # C1: how many distinct end states do many inputs reach?
             x = s.x[:cluster_samples].to(device)
-            report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iter).state)
+            report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iters).state)
         report["seconds"] = time.perf_counter() - started
         results["sets"][s.name] = report
     out = run_dir / "analysis"
@@ -129,7 +129,7 @@ def format_summary(results: dict) -> str:
         lines.append(" ".join(("-" if row[key] is None else format(row[key], spec)).rjust(width)
                               for key, _, width, spec in COLUMNS))
     lines.append(f"medians over {results['samples']} samples per set. conv: r_t < {results['tol']:g} within "
-                 f"{results['max_iter']} iterations of the model's own dynamics; sens: relative IFT sensitivity "
+                 f"{results['max_iters']} iterations of the model's own dynamics; sens: relative IFT sensitivity "
                  "||dh*/de v|| ||e|| / ||h*||; init-dep: spread of end states from different h_0; "
                  "rho-res: largest Ritz residual of rho(J) (restarted to --rho-tol); att.fp / att.cyc: share of "
                  "samples at an attracting fixed point (rho(J) < 1) / on an attracting cycle (Floquet "

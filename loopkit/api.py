@@ -47,7 +47,7 @@ class LoadedRun:
 
     @property
     def train_iters(self) -> int:
-        return self.config.train.iters
+        return self.config.train.max_iters
 
     def inputs(self, x: Tensor | str | list[str]) -> Tensor:
         """Token ids (B, L) from a tensor, or from one or more inputs written as the task's text."""
@@ -94,7 +94,7 @@ class LoadedRun:
         initial-state dependence. `options` go to `loopkit.analysis.analyze_model`."""
         from .analysis import analyze_model
 
-        options.setdefault("max_iter", self.config.eval_iters())
+        options.setdefault("max_iters", self.config.eval_max_iters())
         options.setdefault("tol", self.config.eval.tol)
         self.model.requires_grad_(False)
         return analyze_model(self.model, self.inputs(x), **options)

@@ -58,8 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     # --halt, --stable-k and --prob-tol are shorthands for eval.halt=..., so the config checks them
     shorthands = [f"eval.{key}={value}" for key, value in
                   (("halt", args.halt), ("stable_k", args.stable_k), ("prob_tol", args.prob_tol)) if value is not None]
-    check_flags(("--iters", args.iters, lambda v: v >= 1, ">= 1"),
-                ("--batch-size", args.batch_size, lambda v: v >= 1, ">= 1"),
+    check_flags(("--batch-size", args.batch_size, lambda v: v >= 1, ">= 1"),
                 ("--max-iters", args.max_iters, lambda v: v >= 1, ">= 1"),
                 ("--tol", args.tol, lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: never)"))
     check_device(args.device)
@@ -71,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.until_converged:
         from .early_exit import evaluate_until_converged, format_until_converged
 
-        result = evaluate_until_converged(args.run_dir, tol=args.tol, max_iters=args.max_iters or args.iters,
+        result = evaluate_until_converged(args.run_dir, tol=args.tol, max_iters=args.max_iters,
                                           device=args.device, batch_size=args.batch_size,
                                           overrides=[*args.overrides, *shorthands], out_name=args.out,
                                           ckpt_name=args.checkpoint)
@@ -84,7 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .early_exit import format_compute
     from .evaluate import evaluate_run, format_table
 
-    result = evaluate_run(args.run_dir, max_iters=args.iters, device=args.device, batch_size=args.batch_size,
+    result = evaluate_run(args.run_dir, max_iters=args.max_iters, device=args.device, batch_size=args.batch_size,
                           overrides=args.overrides, out_name=args.out, ckpt_name=args.checkpoint)
     print(format_table(result["summary"]))
     print(format_compute(result["early_exit"]))
@@ -104,7 +103,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     if (Path(args.run_dir) / "analysis" / "results.json").exists() and not args.force:
         raise config.ConfigError(f"{Path(args.run_dir) / 'analysis' / 'results.json'} already exists; pass --force to "
                                  "replace it")
-    result = analyze_run(args.run_dir, samples=args.samples, max_iter=args.max_iters, tol=args.tol,
+    result = analyze_run(args.run_dir, samples=args.samples, max_iters=args.max_iters, tol=args.tol,
                          sets=args.sets.split(",") if args.sets else None, n_inits=args.inits,
                          method=args.method, min_sv_matvecs=args.min_sv_budget, device=args.device,
                          sensitivity_norm=args.sensitivity_norm, rho_tol=args.rho_tol, ckpt_name=args.checkpoint)
@@ -221,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval", help="folder inside the run directory for the results")
     p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--checkpoint", help="evaluate this checkpoint (step_NNNNNNNN or a step) instead of the latest")
-    p.add_argument("--iters", type=int, help="largest T (default: eval.iters, or 4 x the training T)")
+    p.add_argument("--max-iters", type=int, help="largest T, the early-exit cap with --until-converged "
+                   "(shorthand for eval.max_iters; default: eval.max_iters, or 4 x the training T)")
+    p.add_argument("--iters", dest="max_iters", type=int, help=argparse.SUPPRESS)  # its older name
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--until-converged", action="store_true",
@@ -236,14 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prob-tol", type=float,
                    help="stable also needs every output probability to move by less than this "
                         "(default: eval.prob_tol; 0: off)")
-    p.add_argument("--max-iters", type=int, help="early-exit cap (default: --iters, eval.iters or 4 x training T)")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("analyze", help="fixed-point diagnostics: reachability, input-dependence, geometry")
     p.add_argument("run_dir")
     p.add_argument("--samples", type=int, default=32, help="inputs per difficulty")
     p.add_argument("--sets", help="comma-separated eval sets (default: all), e.g. len32,len128")
-    p.add_argument("--max-iters", type=int, help="iteration cap (default: eval.iters or 4 x training T)")
+    p.add_argument("--max-iters", type=int, help="iteration cap (default: eval.max_iters or 4 x training T)")
     p.add_argument("--tol", type=float, help="convergence tolerance on r_t (default: eval.tol)")
     p.add_argument("--inits", type=int, default=3, help="initial states for the initial-state dependence")
     p.add_argument("--method", choices=["iter", "anderson"], default="iter",

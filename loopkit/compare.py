@@ -64,7 +64,7 @@ def compare(run_dirs: list[str | Path], out_name: str = "eval", metric: str = "e
     keys = sorted({k for m in switches for k in m})
     differing = [k for k in keys if len({json.dumps(m.get(k)) for m in switches}) > 1]
     sets = list(dict.fromkeys(name for res in results for name in res.get("curves", {})))
-    # the training T's column stays when a run stops short of it (--iters below T): "–", not gone
+    # the training T's column stays when a run stops short of it (--max-iters below T): "–", not gone
     cols = [(s, k, "T" if k == 1 else f"{k}T") for s in sets for k in MULTIPLES
             if any(_at(res, s, metric, k) is not None for res in results)
             or k == 1 and any(metric in res.get("curves", {}).get(s, {}) for res in results)]

@@ -42,8 +42,8 @@ class ModelConfig:
     window: int = 0  # >0: attend only to |i - j| <= window (a local operator, like a conv kernel)
     causal: bool = False
     max_len: int = 1024  # only for position=learned
-    tied: bool = True  # False: an untied stack of `iters` blocks (the non-looped baseline)
-    untied_depth: int = 0  # blocks in the untied stack (0: train.iters)
+    tied: bool = True  # False: an untied stack of `max_iters` blocks (the non-looped baseline)
+    untied_depth: int = 0  # blocks in the untied stack (0: train.max_iters)
 
 
 @dataclass
@@ -58,8 +58,8 @@ class TrainConfig:
     # AdamW's second-moment decay: lower forgets calm stretches faster, so a gradient spike after
     # them (backprop through an expansive loop) is not divided by a stale, tiny running scale
     adam_beta2: float = 0.99
-    iters: int = 32  # T at training time (the maximum when randomized)
-    iters_min: int = 0  # >0: T ~ U[iters_min, iters] per batch (randomized T)
+    max_iters: int = 32  # T at training time (the maximum when randomized)
+    min_iters: int = 0  # >0: T ~ U[min_iters, max_iters] per batch (randomized T)
     alpha: float = 1.0  # weight of the progressive loss; 1 - alpha on the full-T loss
     progressive_k: int = 0  # iterations with gradient in the progressive loss; 0: k ~ U[1, T - n]
     bptt: int = 0  # >0: the full-T loss backpropagates through the last `bptt` iterations only
@@ -83,7 +83,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    iters: int = 0  # largest T evaluated (0: 4 x train.iters)
+    max_iters: int = 0  # largest T evaluated (0: 4 x train.max_iters)
     batch_size: int = 250
     tol: float = 1e-3  # --until-converged stopping tolerance on the relative residual
     # --until-converged stopping rule (loopkit/early_exit.py): residual (r_t < tol), stable (the
@@ -111,11 +111,30 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def eval_iters(self) -> int:
-        return self.eval.iters or 4 * self.train.iters
+    def eval_max_iters(self) -> int:
+        return self.eval.max_iters or 4 * self.train.max_iters
 
 
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+# keys read under an older name (run folders, sweeps and notes written before the rename): one name
+# per concept now, max_iters for every cap on the loop's iterations
+OLDER_NAMES = {("train", "iters"): "max_iters", ("train", "iters_min"): "min_iters", ("eval", "iters"): "max_iters"}
+
+
+def current_names(section: str, values: Any) -> Any:
+    """A section's mapping with older key names replaced by the current ones (both given: an error)."""
+    if not isinstance(values, dict):
+        return values
+    out = dict(values)
+    for (sec, old), new in OLDER_NAMES.items():
+        if sec == section and old in out:
+            if new in out:
+                raise ConfigError(f"{section}.{old} and {section}.{new} are one key ({old} is its older name); "
+                                  f"give only {section}.{new}")
+            out[new] = out.pop(old)
+    return out
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -124,7 +143,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
     unknown = set(raw) - {"task", *SECTIONS}
     if unknown:
         raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: task, {', '.join(SECTIONS)}")
-    cfg = Config(**{name: build_section(cls, raw.get(name, {}) or {}, name) for name, cls in SECTIONS.items()})
+    cfg = Config(**{name: build_section(cls, current_names(name, raw.get(name, {}) or {}), name)
+                    for name, cls in SECTIONS.items()})
     task = raw.get("task") or {}
     if not isinstance(task, dict):
         raise ConfigError(f"task: expected a mapping with at least task.name, got {task!r}")
@@ -139,14 +159,14 @@ RANGES: list[tuple[str, Any, str]] = [
     ("model.max_distance", lambda v: v >= 1, ">= 1"),
     ("model.window", lambda v: v >= 0, ">= 0 (0: global attention)"),
     ("model.max_len", lambda v: v >= 1, ">= 1"),
-    ("model.untied_depth", lambda v: v >= 0, ">= 0 (0: train.iters)"),
+    ("model.untied_depth", lambda v: v >= 0, ">= 0 (0: train.max_iters)"),
     ("train.lr", lambda v: 0 < v < float("inf"), "a finite number > 0"),
     ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("train.warmup_steps", lambda v: v >= 0, ">= 0"),
     ("train.weight_decay", lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
     ("train.grad_clip", lambda v: 0 < v < float("inf"), "a finite number > 0"),
     ("train.adam_beta2", lambda v: 0 < v < 1, "a number in (0, 1)"),
-    ("train.iters_min", lambda v: v >= 0, ">= 0 (0: fixed T)"),
+    ("train.min_iters", lambda v: v >= 0, ">= 0 (0: fixed T)"),
     ("train.progressive_k", lambda v: v >= 0, ">= 0 (0: k drawn per step)"),
     ("train.bptt", lambda v: v >= 0, ">= 0 (0: full backprop)"),
     ("train.implicit_tol", lambda v: 0 < v < 1, "in (0, 1)"),
@@ -156,7 +176,7 @@ RANGES: list[tuple[str, Any, str]] = [
     ("train.ckpt_every", lambda v: v >= 1, ">= 1"),
     ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
     ("train.threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
-    ("eval.iters", lambda v: v >= 0, ">= 0 (0: 4 x train.iters)"),
+    ("eval.max_iters", lambda v: v >= 0, ">= 0 (0: 4 x train.max_iters)"),
     ("eval.batch_size", lambda v: v >= 1, ">= 1"),
     ("eval.tol", lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
 ]
@@ -180,20 +200,20 @@ def validate(cfg: Config) -> None:
             f"model.init_state={m.init_state!r} with model.recall=none would make the output independent of "
             "the input; recall none forces init_state=input (use auto or input)"
         )
-    if t.iters < 1 or t.steps < 0 or t.batch_size < 1:
-        raise ConfigError("train.iters and train.batch_size must be >= 1 and train.steps >= 0")
-    if t.iters_min > t.iters:
-        raise ConfigError(f"train.iters_min={t.iters_min} exceeds train.iters={t.iters}")
+    if t.max_iters < 1 or t.steps < 0 or t.batch_size < 1:
+        raise ConfigError("train.max_iters and train.batch_size must be >= 1 and train.steps >= 0")
+    if t.min_iters > t.max_iters:
+        raise ConfigError(f"train.min_iters={t.min_iters} exceeds train.max_iters={t.max_iters}")
     if not 0.0 <= t.alpha <= 1.0:
         raise ConfigError(f"train.alpha must lie in [0, 1], got {t.alpha}")
-    if t.progressive_k > t.iters:
-        raise ConfigError(f"train.progressive_k={t.progressive_k} exceeds train.iters={t.iters}")
+    if t.progressive_k > t.max_iters:
+        raise ConfigError(f"train.progressive_k={t.progressive_k} exceeds train.max_iters={t.max_iters}")
     if t.implicit and (t.alpha >= 1 or t.bptt or not m.tied):
         raise ConfigError("train.implicit replaces the backprop of the full-T loss of a looped model: "
                           "it needs train.alpha < 1, train.bptt=0 and model.tied=true")
-    if not m.tied and (t.iters_min or t.alpha > 0):
+    if not m.tied and (t.min_iters or t.alpha > 0):
         raise ConfigError("an untied stack (model.tied=false) has a fixed depth: "
-                          "set train.alpha=0 and train.iters_min=0")
+                          "set train.alpha=0 and train.min_iters=0")
     from .tasks import TASKS, check_options  # the task section's keys and ranges (imported here: tasks import config)
 
     check_options(cfg.task)
@@ -213,6 +233,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = key.strip().split(".")
     if len(path) != 2 or not all(path):
         raise ConfigError(f"override key {key!r} must be section.key (e.g. model.width=128)")
+    path[1] = OLDER_NAMES.get(tuple(path), path[1])
     try:
         return path, yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as err:
@@ -266,6 +287,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
         raw.setdefault(section, {})
         if raw[section] is None:
             raw[section] = {}
+        for (sec, older), current in OLDER_NAMES.items():  # the override replaces the key under any name
+            if sec == section and current == key:
+                raw[section].pop(older, None)
         raw[section][key] = value
     return raw
 

@@ -1,6 +1,6 @@
 """`loopkit demo`: the README's main job. Trains a recall + outer-norm model and a no-recall model
 on 32-bit prefix sums (the recipe of configs/prefix_sums.yaml; `DEMO_MODELS` says where no-recall's
-differs), evaluates both on 32 ... 512 bits up to T = `eval.iters`, and prints, per length, exact
+differs), evaluates both on 32 ... 512 bits up to T = `eval.max_iters`, and prints, per length, exact
 match at the training T, at the largest T, and at the best T with that T (claims C1 and C2 of
 docs/design.md, "Claims", in one screen).
 

@@ -117,7 +117,7 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
     cfg, task, model, step = load_run(run_dir, device, overrides, ckpt_name)
     tol = cfg.eval.tol if tol is None else tol
     rule, k, prob_tol = cfg.eval.halt, cfg.eval.stable_k, cfg.eval.prob_tol
-    max_iters = max_iters or cfg.eval_iters()
+    max_iters = max_iters or cfg.eval_max_iters()
     batch_size = batch_size or cfg.eval.batch_size
     sets = {}
     for s in task.eval_sets():
@@ -129,7 +129,7 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
                 x, y = s.x[lo : lo + batch_size].to(device), s.y[lo : lo + batch_size].to(device)
                 logits, used, converged = run_until_converged(model, x, tol, max_iters, rule, k, prob_tol,
                                                               task.output_logits)
-                for m, v in {**task.correct(logits, y, x), "iters": used.double(),
+                for m, v in {**task.scores(logits, y, x), "iters": used.double(),
                              "converged": converged.double()}.items():
                     scores.setdefault(m, []).append(v.cpu())
         cat = {m: torch.cat(v) for m, v in scores.items()}

@@ -22,7 +22,7 @@ from .tracing import trace_set
 def summarize(curves: dict[str, dict[str, list[float]]], train_iters: int) -> dict[str, dict[str, float]]:
     """Exact match at the training T and at the largest T, plus the best T (an oracle choice,
     labelled as such). `exact_at_train_T` is None when the curve stops short of the training T
-    (`--iters` below it): never the value at another T."""
+    (`--max-iters` below it): never the value at another T."""
     table = {}
     for name, c in curves.items():
         exact = c["exact"]
@@ -65,7 +65,7 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
     `progress`: a bar per set on stderr (None: when stderr is a terminal; `loopkit.progress`)."""
     run_dir = Path(run_dir)
     cfg, task, model, step = load_run(run_dir, device, overrides, ckpt_name)
-    max_iters = max_iters or cfg.eval_iters()
+    max_iters = max_iters or cfg.eval_max_iters()
     if not cfg.model.tied:
         max_iters = len(model.blocks)
     from .early_exit import compute_curve, plot_compute
@@ -81,9 +81,9 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
         "run_dir": str(run_dir),
         "step": step,
         "task": cfg.task,
-        "train_iters": cfg.train.iters,
+        "train_iters": cfg.train.max_iters,
         "max_iters": max_iters,
-        "summary": summarize(curves, cfg.train.iters),
+        "summary": summarize(curves, cfg.train.max_iters),
         "curves": curves,
         "median_residual": {name: tr.residual.median(0).values.tolist() for name, tr in traces.items()},
         "early_exit": compute,
@@ -91,7 +91,7 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
     out = run_dir / out_name
     out.mkdir(exist_ok=True)
     atomic.write_text(out / "results.json", json.dumps(result, indent=1))
-    plot(curves, cfg.train.iters, out / "accuracy_vs_T.png", title=run_dir.name)
+    plot(curves, cfg.train.max_iters, out / "accuracy_vs_T.png", title=run_dir.name)
     plot_compute(traces, compute, out / "accuracy_vs_compute.png")
     for s in task.eval_sets():  # pictures of answers, for tasks that draw them (mazes), at each set's best T
         task.save_examples(model, s, result["summary"][s.name]["best_T"], out)

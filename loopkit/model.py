@@ -207,7 +207,8 @@ class Layer(nn.Module):
     """One transformer layer (attention + MLP sublayers) with the chosen norm placement.
 
     `outer` uses pre-norm sublayers here; the outer norm itself is applied by `Block`.
-    `mid` (the internal recall) is called on the residual stream between the two sublayers.
+    `recall_hook` (internal recall: z -> z + e, or its concat form) is applied to the residual stream
+    between the two sublayers.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -226,11 +227,11 @@ class Layer(nn.Module):
             return norm_in(z + fn(z))
         return z + norm_out(fn(norm_in(z)))  # peri (sandwich)
 
-    def forward(self, z: Tensor, pattern: AttentionPattern, mid=None) -> Tensor:
+    def forward(self, z: Tensor, pattern: AttentionPattern, recall_hook=None) -> Tensor:
         peri = self.placement == "peri"
         z = self._sublayer(z, lambda u: self.attn(u, pattern), self.norm1, self.norm1_out if peri else None)
-        if mid is not None:
-            z = mid(z)
+        if recall_hook is not None:
+            z = recall_hook(z)
         return self._sublayer(z, self.mlp, self.norm2, self.norm2_out if peri else None)
 
 
@@ -246,15 +247,15 @@ class Block(nn.Module):
         self.outer = make_norm(cfg.norm_type, cfg.width) if cfg.norm == "outer" else None
 
     def forward(self, h: Tensor, e: Tensor, pattern: AttentionPattern) -> Tensor:
-        z, mid = h, None
+        z, recall_hook = h, None
         if self.recall_kind in ("standard", "both"):
             z = self.recall(h, e)
         if self.recall_kind == "internal":
-            mid = lambda u: self.recall(u, e)  # noqa: E731 - injected once, inside the first layer
+            recall_hook = lambda u: self.recall(u, e)  # noqa: E731 - injected once, inside the first layer
         elif self.recall_kind == "both":  # internal recall whose attention also sees e (issue 10's control)
-            mid = lambda u: self.recall_mid(u, e)  # noqa: E731
+            recall_hook = lambda u: self.recall_mid(u, e)  # noqa: E731
         for i, layer in enumerate(self.layers):
-            z = layer(z, pattern, mid if i == 0 else None)
+            z = layer(z, pattern, recall_hook if i == 0 else None)
         return self.outer(z) if self.outer is not None else z
 
 
@@ -388,34 +389,35 @@ class LoopedTransformer(nn.Module):
             h = self.step(h, s.e, s.pattern, t)
             yield h
 
-    def trajectory(self, x: Tensor | LoopStart, iters: int, h0: Tensor | None = None) -> Iterator[Tensor]:
-        """Yield h_1 .. h_iters one at a time: evaluation at every T in a single pass, in O(1) memory.
+    def trajectory(self, x: Tensor | LoopStart, max_iters: int, h0: Tensor | None = None) -> Iterator[Tensor]:
+        """Yield h_1 .. h_max_iters one at a time: evaluation at every T in a single pass, in O(1) memory.
         `x` may be a `start(...)` already built, when the caller also needs its e or h_0."""
-        self._check_iters(iters)
-        yield from self.iterate(x if isinstance(x, LoopStart) else self.start(x, h0), iters)
+        self._check_iters(max_iters)
+        yield from self.iterate(x if isinstance(x, LoopStart) else self.start(x, h0), max_iters)
 
     def forward(
         self,
         x: Tensor,
-        iters: int,
+        max_iters: int,
         *,
         grad_iters: int | None = None,
         h0: Tensor | None = None,
         return_all: bool = False,
     ) -> LoopOutput:
-        """Run `iters` iterations. Only the last `grad_iters` are recorded for backprop: the
-        earlier ones run under `torch.no_grad()` (no graph is built, so memory stays flat)."""
-        self._check_iters(iters)
-        grad_iters = iters if grad_iters is None else min(grad_iters, iters)
+        """Run all `max_iters` iterations (the early-exit runners stop sooner). Only the last
+        `grad_iters` are recorded for backprop: the earlier ones run under `torch.no_grad()` (no graph
+        is built, so memory stays flat)."""
+        self._check_iters(max_iters)
+        grad_iters = max_iters if grad_iters is None else min(grad_iters, max_iters)
         s = self.start(x, h0)
         h = s.h0
         states = [h] if return_all else None
         with torch.no_grad():
-            for h in self.iterate(s, iters - grad_iters):  # from h_0
+            for h in self.iterate(s, max_iters - grad_iters):  # from h_0
                 if return_all:
                     states.append(h)
         h_cut = h  # the last state without a graph: the recorded iterations start from it
-        for h in self.iterate(s, grad_iters, h_cut, first=iters - grad_iters):
+        for h in self.iterate(s, grad_iters, h_cut, first=max_iters - grad_iters):
             if return_all:
                 states.append(h)
         out = LoopOutput(logits=self.readout(h), state=h)

@@ -17,7 +17,7 @@ from .tasks import Task, build_task
 
 def build_model(cfg: Config, task: Task) -> LoopedTransformer:
     """The model a config describes, for this task's vocabulary, classes and layout."""
-    depth = cfg.model.untied_depth or cfg.train.iters
+    depth = cfg.model.untied_depth or cfg.train.max_iters
     return LoopedTransformer(cfg.model, task.vocab_size, task.num_classes, depth=depth, layout=task.layout)
 
 

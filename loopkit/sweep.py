@@ -13,7 +13,7 @@ A sweep file:
       internal_h0input: [model.recall=internal, model.init_state=input]
     seeds: [0, 1, 2]                           # train.seed of each run (default [0])
     stages: [train, eval, analyze]             # default: all three
-    eval_args: [--iters, "160"]                # extra `loopkit eval` arguments (optional)
+    eval_args: [--max-iters, "160"]                # extra `loopkit eval` arguments (optional)
     analyze_args: [--samples, "16"]            # extra `loopkit analyze` arguments (optional)
 
 Each run lives in `<out>/<switches>` (e.g. `recall-none_norm-pre_seed-0`) and every stage is a

@@ -64,7 +64,7 @@ def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, 
             out = output_state(task.output_logits(logits))
             changed[lo:hi, t], prob_change[lo:hi, t] = output_change(out, prev_out)
             prev_out = out
-            for metric, score in task.correct(logits, y, x).items():
+            for metric, score in task.scores(logits, y, x).items():
                 if metric not in scores:
                     scores[metric] = torch.empty(n, max_iters, dtype=score.dtype, device=device)
                 scores[metric][lo:hi, t] = score

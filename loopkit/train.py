@@ -123,7 +123,7 @@ def plan_step(cfg: TrainConfig, g: torch.Generator) -> StepPlan:
     def uniform(lo: int, hi: int) -> int:
         return int(torch.randint(lo, hi + 1, (), generator=g))
 
-    iters = uniform(cfg.iters_min, cfg.iters) if cfg.iters_min else cfg.iters
+    iters = uniform(cfg.min_iters, cfg.max_iters) if cfg.min_iters else cfg.max_iters
     if cfg.progressive_k:
         k = min(cfg.progressive_k, iters)
         n = uniform(0, iters - k)
@@ -206,7 +206,7 @@ def quick_eval(model: LoopedTransformer, task: Task, iters: int, device: torch.d
         x = s.x[:samples].to(device)
         with torch.compiler.set_stance("force_eager"):
             logits = model(x, iters).logits
-        out[f"val/{s.name}/exact"] = task.correct(logits, s.y[:samples].to(device), x)["exact"].mean().item()
+        out[f"val/{s.name}/exact"] = task.scores(logits, s.y[:samples].to(device), x)["exact"].mean().item()
     model.train()
     return out
 
@@ -447,7 +447,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
                 last = {"step": step, "loss": mean_loss, "lr": lr_at(tc, step - 1),
                         "grad_norm": float(grad_norm), "sec_per_step": elapsed / window_steps}
                 if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-                    last.update(quick_eval(model, task, tc.iters, rt.device))
+                    last.update(quick_eval(model, task, tc.max_iters, rt.device))
                 log.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
                 window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()

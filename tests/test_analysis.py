@@ -37,7 +37,7 @@ def test_early_exit_matches_the_rule_replayed_on_a_full_pass(tiny_run):
     logits, used, converged = run_until_converged(model, s.x, tol, 40)
     assert torch.equal(used, replay["iters"]) and torch.equal(converged, replay["converged"])
     assert 1 < len(used.unique())  # samples really stopped at different iterations
-    assert torch.equal(task.correct(logits, s.y)["exact"], replay["exact"])
+    assert torch.equal(task.scores(logits, s.y)["exact"], replay["exact"])
 
 
 def test_no_recall_has_zero_sensitivity_and_recall_does_not():
@@ -45,7 +45,7 @@ def test_no_recall_has_zero_sensitivity_and_recall_does_not():
     at any end state."""
     x = torch.randint(0, 2, (4, 8), generator=torch.Generator().manual_seed(0))
     for recall, zero in (("none", True), ("standard", False), ("internal", False)):
-        report = analyze_model(tiny_model(recall).requires_grad_(False), x, max_iter=30, tol=1e-3, n_inits=2)
+        report = analyze_model(tiny_model(recall).requires_grad_(False), x, max_iters=30, tol=1e-3, n_inits=2)
         sens = report["sensitivity"]["norm"]["max"]
         assert (sens == 0) if zero else (sens > 1e-3), (recall, sens)
         assert 0 < report["geometry"]["spectral_radius"]["median"] < 10
@@ -53,7 +53,7 @@ def test_no_recall_has_zero_sensitivity_and_recall_does_not():
 
 
 def test_analyze_run_writes_results_figures_and_table(tiny_run):
-    result = analyze_run(tiny_run, samples=4, max_iter=12, sets=["len16"])
+    result = analyze_run(tiny_run, samples=4, max_iters=12, sets=["len16"])
     assert list(result["sets"]) == ["len16"]
     saved = json.loads((tiny_run / "analysis" / "results.json").read_text())
     assert saved["sets"]["len16"]["reachability"]["n_samples"] == 4
@@ -77,7 +77,7 @@ def test_every_sample_is_classed_by_the_attractor_it_ends_on():
     one, agree with the per-sample kinds, and the optional worst-direction sensitivity is reported."""
     x = torch.randint(0, 2, (6, 8), generator=torch.Generator().manual_seed(1))
     model = tiny_model("standard").requires_grad_(False)
-    report = analyze_model(model, x, max_iter=30, tol=1e-3, n_inits=2, sensitivity_norm=True)
+    report = analyze_model(model, x, max_iters=30, tol=1e-3, n_inits=2, sensitivity_norm=True)
     att = report["attractors"]
     kinds = att["per_sample"]["kind"]
     shares = {k: kinds.count(k) / len(kinds) for k in ("fixed_point", "cycle", "neither")}

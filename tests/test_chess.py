@@ -262,12 +262,12 @@ def test_metrics_on_hand_made_logits():
     logits[3, illegal] = 5  # illegal; a wrong legal move is the best legal one
     logits[3, e2e3] = 3
     logits = logits.view(4, 64, encoding.PLANES)
-    scores = task.correct(logits, y)
+    scores = task.scores(logits, y)
     assert scores["exact"].tolist() == [1, 0, 0, 0]
     assert scores["illegal"].tolist() == [0, 0, 1, 1]
     assert scores["legal_exact"].tolist() == [1, 0, 1, 0]
     assert scores["token"].tolist() == [1, 0.5, 0.5, 0.5]
-    stacked = task.correct(torch.stack([logits, logits.flip(0)]), y)  # (T, B, ...) as evaluation passes
+    stacked = task.scores(torch.stack([logits, logits.flip(0)]), y)  # (T, B, ...) as evaluation passes
     assert stacked["exact"].tolist() == [[1, 0, 0, 0], [0, 0, 0, 1]]
     assert task.loss(logits, y).item() > 0
 
@@ -317,8 +317,8 @@ def test_training_and_evaluation_run_on_chess(made, tmp_path):
     overrides = [
         *_tiny_task(cache), "task.augment=true",
         "model.width=32", "model.heads=2", "model.position=axes", "model.recall=internal",
-        "train.iters=3", "train.batch_size=8", "train.steps=30", "train.warmup_steps=2", "train.threads=1",
-        "train.log_every=10", "train.eval_every=30", "train.ckpt_every=30", "eval.iters=6",
+        "train.max_iters=3", "train.batch_size=8", "train.steps=30", "train.warmup_steps=2", "train.threads=1",
+        "train.log_every=10", "train.eval_every=30", "train.ckpt_every=30", "eval.max_iters=6",
     ]
     rows = SAMPLE.read_text().splitlines()[:41]
     (tmp_path / "lichess.csv").write_text("\n".join(rows) + "\n")

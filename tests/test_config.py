@@ -71,8 +71,8 @@ def test_malformed_yaml_is_named(tmp_path):
 
 def test_eval_overrides_touch_only_task_and_eval():
     cfg = config.load(None, ["task.eval_samples=10"])
-    changed = config.override_for_eval(cfg, ["task.eval_samples=3", "eval.iters=7"])
-    assert changed.task["eval_samples"] == 3 and changed.eval.iters == 7 and changed.model == cfg.model
+    changed = config.override_for_eval(cfg, ["task.eval_samples=3", "eval.max_iters=7"])
+    assert changed.task["eval_samples"] == 3 and changed.eval.max_iters == 7 and changed.model == cfg.model
     with pytest.raises(ConfigError, match="only task"):
         config.override_for_eval(cfg, ["model.width=8"])
     with pytest.raises(ConfigError, match="task.name cannot change"):
@@ -82,7 +82,7 @@ def test_eval_overrides_touch_only_task_and_eval():
 @pytest.mark.parametrize("override", [
     "train.keep_checkpoints=-1", "train.keep_checkpoints=0", "train.grad_clip=-1", "train.min_lr_ratio=-2",
     "train.progressive_k=-2", "model.mlp_ratio=0", "model.heads=0", "train.ckpt_every=0", "train.lr=-1",
-    "train.lr=.inf", "train.lr=.nan", "model.window=-1", "train.seed=-1", "eval.iters=-5", "eval.batch_size=0",
+    "train.lr=.inf", "train.lr=.nan", "model.window=-1", "train.seed=-1", "eval.max_iters=-5", "eval.batch_size=0",
     "train.log_every=0", "train.weight_decay=-0.1", "train.implicit_tol=0",
 ])
 def test_every_out_of_range_value_is_refused_naming_its_key_before_anything_is_written(override, tmp_path):
@@ -102,5 +102,18 @@ def test_options_may_come_between_a_commands_positional_arguments():
     args = cli.parse_args(["train", "cfg.yaml", "--run-dir", "runs/x", "model.recall=none", "--resume", "train.lr=0.1"])
     assert (args.config, args.run_dir, args.overrides, args.resume) == ("cfg.yaml", "runs/x",
                                                                         ["model.recall=none", "train.lr=0.1"], True)
-    args = cli.parse_args(["eval", "--force", "runs/x", "task.eval_lengths=[8]", "--iters", "5"])
-    assert (args.run_dir, args.overrides, args.force, args.iters) == ("runs/x", ["task.eval_lengths=[8]"], True, 5)
+    args = cli.parse_args(["eval", "--force", "runs/x", "task.eval_lengths=[8]", "--max-iters", "5"])
+    assert (args.run_dir, args.overrides, args.force, args.max_iters) == ("runs/x", ["task.eval_lengths=[8]"], True, 5)
+
+
+def test_older_key_names_still_load_and_mean_the_same():
+    """Run folders and sweeps written before the rename keep working: train.iters, train.iters_min
+    and eval.iters are read as train.max_iters, train.min_iters and eval.max_iters."""
+    old = config.from_dict({"train": {"iters": 12, "iters_min": 4}, "eval": {"iters": 30}})
+    assert (old.train.max_iters, old.train.min_iters, old.eval.max_iters) == (12, 4, 30)
+    assert config.load(None, ["train.iters=9"]).train.max_iters == 9
+    with pytest.raises(ConfigError, match="train.iters and train.max_iters are one key"):
+        config.from_dict({"train": {"iters": 12, "max_iters": 12}})
+    # an override replaces the key whichever name the file used
+    replaced = config.apply_overrides({"train": {"iters": 12}}, ["train.max_iters=5"])
+    assert config.from_dict(replaced).train.max_iters == 5

@@ -178,7 +178,7 @@ def test_another_valid_solution_counts_as_solved_and_the_load_warns_once(tmp_pat
     first, second = solver.solve(np.array([int(c) for c in SEVERAL]), limit=2).solutions
     assert (evalset.y[1].numpy() + 1 == first).all()  # the target is one of the solutions ...
     logits = torch.stack([_onehot(np.array([int(c) for c in SOL])), _onehot(second), _onehot(first)])
-    scores = Sudoku(SudokuOptions(eval_levels=[])).correct(logits, evalset.y, evalset.x)
+    scores = Sudoku(SudokuOptions(eval_levels=[])).scores(logits, evalset.y, evalset.x)
     assert scores["valid"].tolist() == [1.0, 1.0, 1.0]
     assert scores["exact"].tolist() == [1.0, 1.0, 1.0]  # ... and the other one solves it too
 
@@ -190,7 +190,7 @@ def test_unique_puzzles_score_as_before_and_do_not_warn(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     wrong = np.array([int(c) for c in SOL])
     wrong[[0, 1]] = wrong[[1, 0]]  # breaks the grid's rules: neither valid nor exact
-    scores = Sudoku(SudokuOptions(eval_levels=[])).correct(_onehot(wrong)[None], evalset.y, evalset.x)
+    scores = Sudoku(SudokuOptions(eval_levels=[])).scores(_onehot(wrong)[None], evalset.y, evalset.x)
     assert scores["exact"].item() == 0.0 and scores["valid"].item() == 0.0
 
 

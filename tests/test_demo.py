@@ -10,8 +10,8 @@ from loopkit.config import ConfigError
 from loopkit.demo import DEMO_MODELS, run_demo
 
 TINY = ["task.train_length=6", "task.eval_lengths=[6, 12]", "task.eval_samples=16", "model.width=16",
-        "model.heads=2", "train.iters=8", "train.batch_size=16", "train.steps=6", "train.warmup_steps=2",
-        "train.log_every=2", "train.eval_every=0", "train.ckpt_every=3", "eval.iters=16", "eval.batch_size=16"]
+        "model.heads=2", "train.max_iters=8", "train.batch_size=16", "train.steps=6", "train.warmup_steps=2",
+        "train.log_every=2", "train.eval_every=0", "train.ckpt_every=3", "eval.max_iters=16", "eval.batch_size=16"]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="side-by-side training needs two cores")

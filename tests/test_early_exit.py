@@ -147,7 +147,7 @@ def test_runner_matches_the_replay_for_the_new_rules(traced, rule, k, prob_tol):
                                               output=task.output_logits)
     assert torch.equal(used, replay["iters"]) and torch.equal(fired, replay["converged"])
     assert 1 < len(used.unique())  # samples really stopped at different iterations
-    assert torch.equal(task.correct(logits, s.y)["exact"], replay["exact"])
+    assert torch.equal(task.scores(logits, s.y)["exact"], replay["exact"])
 
 
 def test_cli_until_converged_with_each_rule_and_eval_writes_them_all(tiny_run, capsys):

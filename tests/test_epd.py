@@ -178,7 +178,7 @@ def test_solved_is_a_best_move_and_no_move_to_avoid_for_every_legal_move(task):
             best, avoid = ops.get("bm", []), ops.get("am", [])
             moves = list(board.legal_moves)
             y = s.y[j : j + 1].expand(len(moves), -1)
-            scores = task.correct(_argmax_at([encoding.move_index(m, board) for m in moves]), y)
+            scores = task.scores(_argmax_at([encoding.move_index(m, board) for m in moves]), y)
             want = [(m in best if best else True) and m not in avoid for m in moves]
             assert scores["solved"].tolist() == [float(w) for w in want], suite.ids[r]
             assert scores["exact"].tolist() == [float(bool(best) and m == best[0]) for m in moves]
@@ -195,7 +195,7 @@ def test_an_illegal_argmax_never_solves_and_am_only_records_have_no_answer(task)
     board = chess.Board("1q6/8/8/8/8/2k5/8/K7 b - -")
     illegal = encoding.move_index(chess.Move.from_uci("c3c5"), board)  # a king does not go two squares
     legal = encoding.move_index(chess.Move.from_uci("b8b7"), board)
-    scores = task.correct(_argmax_at([illegal, legal]), mate.y[7:8].expand(2, -1))
+    scores = task.scores(_argmax_at([illegal, legal]), mate.y[7:8].expand(2, -1))
     assert scores["solved"].tolist() == [0, 1] and scores["illegal"].tolist() == [1, 0]
     assert scores["exact"].tolist() == scores["legal_exact"].tolist() == scores["token"].tolist() == [0, 0]
 
@@ -219,7 +219,7 @@ def test_solved_equals_exact_on_single_answer_targets(task):
     y = torch.as_tensor(encoding.targets(enc))
     logits = torch.randn(5, 3, 64, encoding.PLANES, generator=torch.Generator().manual_seed(0))
     logits.view(5, 3, -1)[0, torch.arange(3), torch.as_tensor(legal[:3].astype(np.int64))] = 99  # T = 1: all right
-    scores = task.correct(logits, y)
+    scores = task.scores(logits, y)
     assert torch.equal(scores["solved"], scores["exact"]) and scores["solved"][0].tolist() == [1, 1, 1]
 
 

@@ -44,7 +44,7 @@ def test_trace_keeps_no_tensor_per_iteration(monkeypatch):
     iteration, the live tensors must not grow with t."""
     task, model = untrained()
     s = task.eval_sets()[0]
-    T, calls, seen, correct = 24, [], {}, task.correct
+    T, calls, seen, correct = 24, [], {}, task.scores
 
     def counting(logits, y, x=None):
         calls.append(1)
@@ -52,7 +52,7 @@ def test_trace_keeps_no_tensor_per_iteration(monkeypatch):
             seen[len(calls)] = live_tensors()
         return correct(logits, y, x)
 
-    monkeypatch.setattr(task, "correct", counting)
+    monkeypatch.setattr(task, "scores", counting)
     trace = trace_set(model, task, s, T, len(s.x), torch.device("cpu"))
     assert len(calls) == T
     assert seen[T] == seen[2], f"live tensors grew from {seen[2]} to {seen[T]} over {T - 2} iterations"
@@ -110,7 +110,7 @@ def test_values_at_multiples_of_T_and_their_percentages():
 
 
 def test_eval_short_of_the_training_T_says_n_a_everywhere(run, capsys, tmp_path):
-    assert cli.main(["eval", str(run), "--iters", "3", "--out", "short"]) == 0
+    assert cli.main(["eval", str(run), "--max-iters", "3", "--out", "short"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:5] == ["set", "@train", "T", "@max", "T"]
     assert [line.split()[1] for line in table[1:3]] == ["n/a", "n/a"]

@@ -114,7 +114,7 @@ def test_linear_map_closed_forms(kind: str) -> None:
     eye = torch.eye(N, dtype=DT)
     h_true = torch.linalg.solve(eye - A, torch.einsum("bij,bj->bi", Bm, e))
 
-    res = anderson(f, e, torch.zeros(B, L, D, dtype=DT), tol=1e-12, max_iter=300)
+    res = anderson(f, e, torch.zeros(B, L, D, dtype=DT), tol=1e-12, max_iters=300)
     assert res.converged.all() and not res.diverged.any()
     assert (_rel(res.h, h_true) < 1e-2).all()
     h = res.h
@@ -206,7 +206,7 @@ def test_runs_on_input_device_and_dtype(device: str, dtype: torch.dtype) -> None
     f = lambda h, e: (torch.einsum("bij,bj->bi", A, h.reshape(-1, N))  # noqa: E731
                       + torch.einsum("bij,bj->bi", Bm, e)).reshape(-1, L, D)
     tol = 1e-5 if dtype == torch.float32 else 1e-10
-    res = anderson(f, e, torch.zeros(e.shape[0], L, D, device=device, dtype=dtype), tol=tol, max_iter=200)
+    res = anderson(f, e, torch.zeros(e.shape[0], L, D, device=device, dtype=dtype), tol=tol, max_iters=200)
     assert res.converged.all() and res.h.device.type == device and res.h.dtype == dtype
     sr = spectral_radius(f, res.h, e)
     assert sr.rho.device.type == device
@@ -251,7 +251,7 @@ def test_per_sample_stopping_freezes_converged_samples() -> None:
     e = torch.randn(3, 8, generator=torch.Generator().manual_seed(3), dtype=DT)
     f = lambda h, e: a.reshape(-1, 1) * h + e  # noqa: E731
     tol = 1e-6
-    res = fixed_point_iter(f, e, torch.zeros_like(e), tol=tol, max_iter=500)
+    res = fixed_point_iter(f, e, torch.zeros_like(e), tol=tol, max_iters=500)
 
     def expected_iters(ai: float) -> int:
         t = 1
@@ -274,7 +274,7 @@ def test_per_sample_stopping_freezes_converged_samples() -> None:
         tail = res.trace[int(want[i]) - 1 :, i]
         assert (tail == tail[0]).all() and tail[0] < tol
     # without stopping, every sample runs to the cap: full traces, iters still first passage
-    full = fixed_point_iter(f, e, torch.zeros_like(e), tol=tol, max_iter=60, stop_on_converge=False)
+    full = fixed_point_iter(f, e, torch.zeros_like(e), tol=tol, max_iters=60, stop_on_converge=False)
     assert full.nfe == 60 and torch.equal(full.iters[:2].cpu(), want[:2])
     assert full.trace[-1, 1] < full.trace[int(want[1]) - 1, 1]  # kept iterating after converging
     summary = reachability(res)
@@ -292,7 +292,7 @@ def test_rotation_is_not_converging() -> None:
     gen = torch.Generator().manual_seed(5)
     e = torch.randn(2, N, generator=gen, dtype=DT)
     f = lambda h, e: h @ R.T + e  # noqa: E731
-    res = fixed_point_iter(f, e, torch.randn(2, N, generator=gen, dtype=DT), tol=1e-6, max_iter=300)
+    res = fixed_point_iter(f, e, torch.randn(2, N, generator=gen, dtype=DT), tol=1e-6, max_iters=300)
     assert not res.converged.any()
     assert not res.diverged.any()
     assert (res.cycle_period == 0).all()
@@ -305,32 +305,32 @@ def test_period_two_and_three_cycles_are_flagged() -> None:
     B = 3
     # h -> -h + c: h, c - h, h, ... (fixed point c/2 is never reached from h0 != c/2)
     e = torch.randn(B, L, D, generator=gen, dtype=DT)
-    res = fixed_point_iter(lambda h, e: -h + e, e, torch.randn(B, L, D, generator=gen, dtype=DT), max_iter=50)
+    res = fixed_point_iter(lambda h, e: -h + e, e, torch.randn(B, L, D, generator=gen, dtype=DT), max_iters=50)
     assert not res.converged.any() and not res.diverged.any()
     assert res.cycle_period.tolist() == [2] * B
     # permutation swapping two halves of the state: period 2
     swap = lambda h, e: h.flip(1)  # noqa: E731
-    res = fixed_point_iter(swap, e, torch.randn(B, 2, D, generator=gen, dtype=DT), max_iter=50)
+    res = fixed_point_iter(swap, e, torch.randn(B, 2, D, generator=gen, dtype=DT), max_iters=50)
     assert res.cycle_period.tolist() == [2] * B
     # cyclic shift of three blocks: period 3 (and not flagged as 2)
     shift = lambda h, e: h.roll(1, dims=1)  # noqa: E731
-    res = fixed_point_iter(shift, e, torch.randn(B, 3, D, generator=gen, dtype=DT), max_iter=50)
+    res = fixed_point_iter(shift, e, torch.randn(B, 3, D, generator=gen, dtype=DT), max_iters=50)
     assert res.cycle_period.tolist() == [3] * B
     assert reachability(res)["cycle_periods"] == {"3": B}
     # slow monotone convergence that has not finished is not a cycle, even though the orbit
     # barely moves: h -> 0.99 h + e started next to h* = 100 e
     h0 = 100 * e + 1e-2 * torch.randn(B, L, D, generator=gen, dtype=DT)
-    res = fixed_point_iter(lambda h, e: 0.99 * h + e, e, h0, tol=1e-12, max_iter=50)
+    res = fixed_point_iter(lambda h, e: 0.99 * h + e, e, h0, tol=1e-12, max_iters=50)
     assert not res.converged.any() and (res.cycle_period == 0).all()
     # a converging sample is never flagged as a cycle, even with oscillation (a = -0.5)
-    res = fixed_point_iter(lambda h, e: -0.5 * h + e, e, torch.zeros_like(e), tol=1e-10, max_iter=200)
+    res = fixed_point_iter(lambda h, e: -0.5 * h + e, e, torch.zeros_like(e), tol=1e-10, max_iters=200)
     assert res.converged.all() and (res.cycle_period == 0).all()
 
 
 def test_divergence_is_flagged() -> None:
     a = torch.tensor([0.5, 1.5], dtype=DT).reshape(2, 1)
     e = torch.ones(2, 4, dtype=DT)
-    res = fixed_point_iter(lambda h, e: a * h + e, e, torch.zeros_like(e), tol=1e-8, max_iter=200)
+    res = fixed_point_iter(lambda h, e: a * h + e, e, torch.zeros_like(e), tol=1e-8, max_iters=200)
     assert res.converged.tolist() == [True, False]
     assert res.diverged.tolist() == [False, True]
     # closed form: x_{t+1} = 2 (1.5^{t+1} - 1) * 1, reference scale max(||h0||, ||f(h0)||) = ||e||;
@@ -341,7 +341,7 @@ def test_divergence_is_flagged() -> None:
     assert res.iters[1].item() == t + 1 < 200
     assert reachability(res)["diverged_fraction"] == 0.5
     # non-finite values: sqrt of a negative number on the second step
-    res = fixed_point_iter(lambda h, e: torch.sqrt(h - 2.0) + 0 * e, e, torch.full_like(e, 3.0), max_iter=20)
+    res = fixed_point_iter(lambda h, e: torch.sqrt(h - 2.0) + 0 * e, e, torch.full_like(e, 3.0), max_iters=20)
     assert res.diverged.all() and not res.converged.any()
     assert (res.iters == 2).all()
     json.dumps(reachability(res), allow_nan=False)  # NaN/inf residuals become null
@@ -358,8 +358,8 @@ def test_anderson_beats_plain_iteration() -> None:
     e = torch.randn(B, N, generator=gen, dtype=DT)
     f = lambda h, e: torch.einsum("bij,bj->bi", A, h) + e  # noqa: E731
     h0 = torch.zeros(B, N, dtype=DT)
-    plain = fixed_point_iter(f, e, h0, tol=1e-8, max_iter=2000)
-    acc = anderson(f, e, h0, m=5, tol=1e-8, max_iter=2000)
+    plain = fixed_point_iter(f, e, h0, tol=1e-8, max_iters=2000)
+    acc = anderson(f, e, h0, m=5, tol=1e-8, max_iters=2000)
     assert plain.converged.all() and acc.converged.all()
     assert acc.iters.max() < plain.iters.min() / 2, (acc.iters, plain.iters)
     h_true = torch.linalg.solve(torch.eye(N, dtype=DT) - A, e)
@@ -372,11 +372,11 @@ def test_anderson_safeguard_on_degenerate_history() -> None:
     dottie = 0.7390851332151607
     h0 = torch.tensor([[0.0], [1.0], [3.0]], dtype=DT)
     e = torch.zeros_like(h0)
-    res = anderson(lambda h, e: torch.cos(h), e, h0, m=5, lam=0.0, tol=1e-12, max_iter=200)
+    res = anderson(lambda h, e: torch.cos(h), e, h0, m=5, lam=0.0, tol=1e-12, max_iters=200)
     assert res.converged.all()
     assert (res.extra["fallbacks"] > 0).all()
     assert torch.allclose(res.h, torch.full_like(h0, dottie), atol=1e-10)
-    res = anderson(lambda h, e: torch.cos(h), e, h0, m=5, tol=1e-12, max_iter=200)  # regularized
+    res = anderson(lambda h, e: torch.cos(h), e, h0, m=5, tol=1e-12, max_iters=200)  # regularized
     assert res.converged.all() and torch.allclose(res.h, torch.full_like(h0, dottie), atol=1e-10)
 
 
@@ -417,12 +417,12 @@ def test_initial_state_dependence() -> None:
     # contraction: every start reaches the same point
     contr = lambda h, e: 0.5 * torch.tanh(h) + e  # noqa: E731
     dep = initial_state_dependence(contr, e, lambda k: torch.randn(B, 6, generator=gen, dtype=DT) * 3,
-                                   n_inits=4, tol=1e-12, max_iter=200)
+                                   n_inits=4, tol=1e-12, max_iters=200)
     assert dep.converged.all() and (dep.spread < 1e-9).all()
     # bistable h -> tanh(3h): starts at +1 and -1 end at +x* and -x*, x* = tanh(3 x*)
     bist = lambda h, e: torch.tanh(3 * h) + 0 * e  # noqa: E731
     ones = torch.ones(B, 6, dtype=DT)
-    dep = initial_state_dependence(bist, e, [ones, -ones], tol=1e-12, max_iter=200)
+    dep = initial_state_dependence(bist, e, [ones, -ones], tol=1e-12, max_iters=200)
     assert dep.converged.all()
     x_star = dep.h[0, 0, 0].item()
     assert abs(x_star - math.tanh(3 * x_star)) < 1e-10 and x_star > 0.9
@@ -467,7 +467,7 @@ def test_implicit_gradients_match_unrolled(backward: str) -> None:
     ref = torch.autograd.grad((h * c).sum(), params)
 
     stats: dict = {}
-    h_imp, res = solve_implicit(cell, e, torch.zeros(B, d, dtype=DT), tol=1e-13, max_iter=300, backward=backward,
+    h_imp, res = solve_implicit(cell, e, torch.zeros(B, d, dtype=DT), tol=1e-13, max_iters=300, backward=backward,
                                 stats=stats)
     assert res.converged.all()
     assert torch.allclose(h_imp, h.detach(), atol=1e-11)
@@ -491,7 +491,7 @@ def test_analyze_returns_json_friendly_report() -> None:
     with torch.no_grad():
         W = cell.W.detach().clone()
     report = analyze(
-        cell, e, torch.zeros(B, d, dtype=DT), tol=1e-10, max_iter=200, refine=True,
+        cell, e, torch.zeros(B, d, dtype=DT), tol=1e-10, max_iters=200, refine=True,
         h0s=lambda k: torch.randn(B, d, generator=g, dtype=DT), n_inits=3,
     )  # fmt: skip
     text = json.dumps(report, allow_nan=False)
@@ -510,7 +510,7 @@ def test_analyze_returns_json_friendly_report() -> None:
     assert geo["spectral_radius_residual"]["max"] <= 1e-3 and geo["spectral_radius_at_tol_fraction"] == 1.0
     assert len(text) > 0
     # sensitivity matches the dense IFT answer for each sample
-    h_star = solve(cell, e, torch.zeros(B, d, dtype=DT), tol=1e-13, max_iter=300).h
+    h_star = solve(cell, e, torch.zeros(B, d, dtype=DT), tol=1e-13, max_iters=300).h
     s = sensitivity(cell, h_star, e)
     Dg = 1 - h_star**2
     for i in range(B):
@@ -573,7 +573,7 @@ def test_floquet_radius_of_a_two_cycle_against_its_closed_form() -> None:
     assert (got.rho[:2] < 1).all()  # attracting cycles
     rho_at_a_point = spectral_radius(f, x, gains).rho[:2]
     assert torch.allclose(rho_at_a_point, (gains / torch.cosh(x) ** 2).max(dim=1).values[:2], rtol=1e-6)
-    res = fixed_point_iter(f, gains, x + 0.05, max_iter=400, tol=1e-12)
+    res = fixed_point_iter(f, gains, x + 0.05, max_iters=400, tol=1e-12)
     assert (res.cycle_period[:2] == 2).all()  # the solver agrees the orbit attracts nearby starts
 
 
@@ -586,7 +586,7 @@ def test_attractors_class_cycles_and_check_the_readout_along_them() -> None:
     def f(h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return -e * torch.tanh(h)
 
-    res = fixed_point_iter(f, gains, torch.ones(2, 3, dtype=DT), max_iter=300, tol=1e-10)
+    res = fixed_point_iter(f, gains, torch.ones(2, 3, dtype=DT), max_iters=300, tol=1e-10)
     rho = spectral_radius(f, res.h, gains).rho
     sign = lambda h: torch.stack([h, -h], dim=-1)  # noqa: E731 - the answer flips with the sign of h
     size = lambda h: torch.stack([h.abs(), -h.abs()], dim=-1)  # noqa: E731 - the answer ignores the sign

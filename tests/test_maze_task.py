@@ -16,9 +16,9 @@ from loopkit.train import train
 
 SMALL = ["task.name=mazes", "task.train_sizes=[7]", "task.train_size=200", "task.eval_sizes=[7, 11]",
          "task.eval_samples=6", "task.workers=1", "model.width=32", "model.heads=4", "model.window=1",
-         "train.iters=12", "train.progressive_k=4", "train.batch_size=16", "train.warmup_steps=5",
+         "train.max_iters=12", "train.progressive_k=4", "train.batch_size=16", "train.warmup_steps=5",
          "train.threads=1", "train.precision=fp32", "train.log_every=10", "train.eval_every=0",
-         "train.ckpt_every=1000", "eval.iters=24", "eval.batch_size=6"]
+         "train.ckpt_every=1000", "eval.max_iters=24", "eval.batch_size=6"]
 
 
 @pytest.fixture()

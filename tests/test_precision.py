@@ -17,8 +17,8 @@ from loopkit.train import ddp_needs_unused_parameters, pick_precision, train
 TINY = [
     "task.train_length=8", "task.eval_lengths=[8, 16]", "task.eval_samples=32",
     "model.width=16", "model.heads=2", "model.window=1", "model.causal=true",
-    "train.iters=6", "train.batch_size=16", "train.warmup_steps=3", "train.threads=1",
-    "train.log_every=2", "train.eval_every=0", "train.ckpt_every=5", "eval.iters=8",
+    "train.max_iters=6", "train.batch_size=16", "train.warmup_steps=3", "train.threads=1",
+    "train.log_every=2", "train.eval_every=0", "train.ckpt_every=5", "eval.max_iters=8",
 ]
 
 
@@ -98,7 +98,7 @@ def test_ddp_searches_for_unused_parameters_only_when_a_step_can_leave_one():
     assert ddp_needs_unused_parameters(config.load(None, ["model.recall=none", "train.alpha=0", "train.bptt=4"]))
     assert not ddp_needs_unused_parameters(config.load(None, ["model.recall=none", "train.alpha=0"]))
     assert not ddp_needs_unused_parameters(config.load(None, ["model.recall=standard"]))
-    untied = ["model.tied=false", "train.alpha=0", "train.iters=4"]
+    untied = ["model.tied=false", "train.alpha=0", "train.max_iters=4"]
     assert ddp_needs_unused_parameters(config.load(None, untied + ["train.bptt=2"]))
     assert not ddp_needs_unused_parameters(config.load(None, untied))
 

@@ -33,11 +33,11 @@ from loopkit.train import build_model, train
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "loopkit" / "configs"
 TINY = ["task.train_length=8", "task.eval_lengths=[8, 16]", "task.eval_samples=16", "model.width=16",
-        "model.heads=2", "model.window=1", "model.causal=true", "train.steps=4", "train.iters=3",
+        "model.heads=2", "model.window=1", "model.causal=true", "train.steps=4", "train.max_iters=3",
         "train.batch_size=8", "train.warmup_steps=1", "train.log_every=2", "train.eval_every=0",
-        "train.ckpt_every=2", "train.threads=1", "eval.iters=6", "eval.batch_size=16"]
-SMALL = ["model.width=8", "model.heads=2", "train.steps=1", "train.iters=2", "train.eval_every=0", "train.threads=1",
-         "task.workers=1", "task.train_size=4", "task.eval_samples=2", "task.cache_dir={tmp}/cache"]
+        "train.ckpt_every=2", "train.threads=1", "eval.max_iters=6", "eval.batch_size=16"]
+SMALL = ["model.width=8", "model.heads=2", "train.steps=1", "train.max_iters=2", "train.eval_every=0",
+         "train.threads=1", "task.workers=1", "task.train_size=4", "task.eval_samples=2", "task.cache_dir={tmp}/cache"]
 
 
 def train_prefix(*bad: str) -> list[str]:
@@ -84,7 +84,7 @@ def made(tmp_path_factory):
     chess = root / "chess"
     tiny_checkpoint(chess, ["task.name=chess", f"task.engine={evil}", "task.cache_dir=cache", "task.max_depth=4",
                             "task.train_grades=1-2", "task.eval_levels=[1-4]", "task.eval_samples=4",
-                            "model.width=8", "model.heads=2", "model.position=axes", "train.iters=2"])
+                            "model.width=8", "model.heads=2", "model.position=axes", "train.max_iters=2"])
     return SimpleNamespace(root=root, cfg=cfg_file, run=run, results=(evaluated / "eval" / "results.json").read_bytes(),
                            chess=chess)
 
@@ -252,7 +252,8 @@ CASES = [
      r"--min-sv-budget=-1 is out of range"),
     pytest.param("analyze --device cuda", ["analyze", "{run}", "--device", "cuda"], None, 2,
                  r"--device=cuda: no CUDA GPU is available here", marks=NO_GPU, id="analyze --device cuda"),
-    ("eval --iters 0", ["eval", "{run}", "--iters", "0"], None, 2, r"--iters=0 is out of range: allowed >= 1"),
+    ("eval --max-iters 0 (curve)", ["eval", "{run}", "--max-iters", "0"], None, 2,
+     r"--max-iters=0 is out of range: allowed >= 1"),
     ("eval --batch-size 0", ["eval", "{run}", "--batch-size", "0"], None, 2, r"--batch-size=0 is out of range"),
     ("eval --max-iters 0", ["eval", "{run}", "--until-converged", "--max-iters", "0"], None, 2,
      r"--max-iters=0 is out of range"),
@@ -422,7 +423,7 @@ def test_a_stored_run_loads_from_any_folder_and_writes_no_cache_outside_it(tmp_p
     outside = tmp_path / "outside-cache"
     tiny_checkpoint(run, ["task.name=sudoku", "task.eval_levels=[easy]", "task.eval_samples=2", "task.workers=1",
                           "task.eval_files=[puzzles.txt]", f"task.cache_dir={os.path.relpath(outside, run)}",
-                          "model.width=8", "model.heads=2", "model.position=axes", "train.iters=2"])
+                          "model.width=8", "model.heads=2", "model.position=axes", "train.max_iters=2"])
     (run / "puzzles.txt").write_text("".join(f"{''.join(map(str, p))} {''.join(map(str, s))}\n"
                                              for p, s in zip(puzzles, solutions)))
     elsewhere = tmp_path / "elsewhere"

@@ -15,8 +15,8 @@ from loopkit.train import train
 
 SMALL = ["task.name=sudoku", "task.train_size=64", "task.eval_samples=8", "task.eval_levels=[easy, hard]",
          "task.workers=1", "model.width=32", "model.heads=2", "model.position=axes", "model.recall=internal",
-         "train.iters=3", "train.batch_size=8", "train.steps=4", "train.warmup_steps=1", "train.threads=1",
-         "train.log_every=2", "train.eval_every=4", "train.ckpt_every=4", "eval.iters=6"]
+         "train.max_iters=3", "train.batch_size=8", "train.steps=4", "train.warmup_steps=1", "train.threads=1",
+         "train.log_every=2", "train.eval_every=4", "train.ckpt_every=4", "eval.max_iters=6"]
 
 
 @pytest.fixture()

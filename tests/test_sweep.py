@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "task.train_length=8", "task.eval_lengths=[8, 16]", "task.eval_samples=16",
     "model.width=16", "model.heads=2", "model.window=1", "model.causal=true",
-    "train.iters=6", "train.progressive_k=3", "train.batch_size=16", "train.warmup_steps=3", "train.steps=12",
-    "train.log_every=2", "train.eval_every=0", "train.ckpt_every=3", "eval.iters=8", "eval.batch_size=16",
+    "train.max_iters=6", "train.progressive_k=3", "train.batch_size=16", "train.warmup_steps=3", "train.steps=12",
+    "train.log_every=2", "train.eval_every=0", "train.ckpt_every=3", "eval.max_iters=8", "eval.batch_size=16",
 ]
 
 

@@ -19,8 +19,8 @@ from loopkit.train import lr_at, plan_step, step_generator, train
 TINY = [
     "task.train_length=8", "task.eval_lengths=[8, 16]", "task.eval_samples=64",
     "model.width=16", "model.heads=2", "model.window=1", "model.causal=true",
-    "train.iters=6", "train.batch_size=16", "train.warmup_steps=3", "train.threads=1",
-    "train.log_every=2", "train.eval_every=4", "train.ckpt_every=5", "eval.iters=8",
+    "train.max_iters=6", "train.batch_size=16", "train.warmup_steps=3", "train.threads=1",
+    "train.log_every=2", "train.eval_every=4", "train.ckpt_every=5", "eval.max_iters=8",
 ]
 
 
@@ -33,11 +33,11 @@ def test_schedule_and_plans():
     tc = config.load(None, ["train.steps=100", "train.warmup_steps=10", "train.lr=1.0", "train.min_lr_ratio=0.1"]).train
     assert lr_at(tc, 0) == pytest.approx(0.1) and lr_at(tc, 9) == pytest.approx(1.0)
     assert lr_at(tc, 100) == pytest.approx(0.1) and lr_at(tc, 55) == pytest.approx(0.55)
-    tc = config.load(None, ["train.iters=10", "train.iters_min=4"]).train
+    tc = config.load(None, ["train.max_iters=10", "train.min_iters=4"]).train
     plans = [plan_step(tc, step_generator(0, s)) for s in range(300)]
     assert {p.iters for p in plans} == set(range(4, 11))
     assert all(0 <= p.n and 1 <= p.k and p.n + p.k <= p.iters for p in plans)
-    fixed = config.load(None, ["train.iters=10", "train.progressive_k=3"]).train
+    fixed = config.load(None, ["train.max_iters=10", "train.progressive_k=3"]).train
     assert {plan_step(fixed, step_generator(0, s)).k for s in range(50)} == {3}
 
 
@@ -53,7 +53,7 @@ def test_prefix_sums_batches_of_random_length_are_a_function_of_the_step():
     assert torch.equal(y, x.cumsum(-1) % 2)
 
 
-@pytest.mark.parametrize("extra", [["model.init_state=random"], ["train.alpha=0.5", "train.bptt=3", "train.iters_min=3",
+@pytest.mark.parametrize("extra", [["model.init_state=random"], ["train.alpha=0.5", "train.bptt=3", "train.min_iters=3",
                                              "task.train_length_min=3"]])
 def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path, extra):
     cfg = config.load(None, TINY + ["train.steps=20"] + extra)
@@ -124,7 +124,7 @@ def test_short_training_learns_prefix_sums(tmp_path):
     """Loss falls and accuracy rises well above chance (0.5 per bit, 2^-8 per sequence)."""
     # T=10 >= length 8 + 1: a window-1 causal operator needs one iteration per position to carry parity.
     cfg = config.load(None, TINY + ["train.steps=400", "train.lr=0.001", "model.width=64", "model.heads=4",
-                                    "train.batch_size=64", "train.iters=10", "eval.iters=20",
+                                    "train.batch_size=64", "train.max_iters=10", "eval.max_iters=20",
                                     "train.log_every=50", "train.eval_every=0", "train.ckpt_every=400"])
     torch.manual_seed(0)
     train(cfg, tmp_path / "run", progress=False)

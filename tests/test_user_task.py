@@ -38,11 +38,11 @@ def test_the_documented_task_registers_trains_and_evaluates(user_task, tmp_path)
 
     assert loopkit.tasks.TASKS["running_sum"] is user_task.RunningSum
     cfg = config.load(None, ["task.name=running_sum", "model.window=1", "model.causal=true", "model.width=32",
-                             "task.train_length=6", "task.eval_lengths=[6, 12]", "train.iters=10",
+                             "task.train_length=6", "task.eval_lengths=[6, 12]", "train.max_iters=10",
                              "train.steps=300", "train.batch_size=32", "train.lr=0.003",
                              "train.progressive_k=4", "train.warmup_steps=10", "train.threads=1",
                              "train.precision=fp32", "train.eval_every=0", "train.log_every=25",
-                             "eval.iters=40", "task.eval_samples=50"])
+                             "eval.max_iters=40", "task.eval_samples=50"])
     train(cfg, tmp_path / "run", progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert min(losses[-4:]) < 0.65 * losses[0], losses  # ln 3 at the start: learning happened

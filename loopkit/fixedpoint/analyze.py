@@ -20,10 +20,10 @@ def analyze(
     h0: Tensor,
     *,
     method: str = "iter",
-    max_iter: int = 100,
+    max_iters: int = 100,
     tol: float = 1e-5,
     refine: bool = False,
-    refine_max_iter: int = 200,
+    refine_max_iters: int = 200,
     h0s: Sequence[Tensor] | Callable[[int], Tensor] | None = None,
     n_inits: int = 4,
     with_sensitivity: bool = True,
@@ -63,20 +63,20 @@ def analyze(
     """
     kw = dict(solver_kwargs or {})
     t0 = time.perf_counter()
-    res = solve(f, e, h0, method=method, max_iter=max_iter, tol=tol, **kw)
+    res = solve(f, e, h0, method=method, max_iters=max_iters, tol=tol, **kw)
     report: dict = {
-        "config": {"method": method, "max_iter": max_iter, "tol": tol, "refine": refine, "seed": seed},
+        "config": {"method": method, "max_iters": max_iters, "tol": tol, "refine": refine, "seed": seed},
         "reachability": reachability(res),
         "spread": end_state_spread(res.h),
     }
     h_star = res.h
     if refine:
-        ref = solve(f, e, res.h, method="anderson", max_iter=refine_max_iter, tol=tol, **kw)
+        ref = solve(f, e, res.h, method="anderson", max_iters=refine_max_iters, tol=tol, **kw)
         report["refined"] = reachability(ref)
         report["spread_refined"] = end_state_spread(ref.h)
         h_star = ref.h
     if h0s is not None:
-        dep = initial_state_dependence(f, e, h0s, n_inits=n_inits, method=method, max_iter=max_iter, tol=tol, **kw)
+        dep = initial_state_dependence(f, e, h0s, n_inits=n_inits, method=method, max_iters=max_iters, tol=tol, **kw)
         report["init_dependence"] = dep.summary()
     if with_sensitivity:
         report["sensitivity"] = sensitivity(f, h_star, e, seed=seed, mode=mode).summary()

@@ -142,7 +142,7 @@ def sensitivity(
     tol: float | None = None,
     restart: int = 30,
     max_restarts: int = 20,
-    max_iter: int = 500,
+    max_iters: int = 500,
     mode: str = "auto",
     eps: float = 1e-12,
 ) -> Sensitivity:
@@ -160,7 +160,7 @@ def sensitivity(
         v = random_unit(lin.e, seed)
     b = lin.jvp_e(v)
     sol = solve_i_minus(lin.jvp, b, method=method, tol=tol, restart=restart, max_restarts=max_restarts,
-                        max_iter=max_iter)
+                        max_iters=max_iters)
     n = bnorm(sol.x)
     rel = n * bnorm(lin.e) / bnorm(lin.h).clamp_min(eps)
     return Sensitivity(sol.x, n, rel, v, sol.residual, sol.converged)

@@ -29,7 +29,7 @@ def attach_implicit(
     tol: float | None = None,
     restart: int = 30,
     max_restarts: int = 20,
-    max_iter: int = 500,
+    max_iters: int = 500,
     stats: dict | None = None,
 ) -> Tensor:
     """Return h* (same values) attached to the graph so backward uses the implicit gradient.
@@ -63,7 +63,7 @@ def attach_implicit(
         with torch.no_grad():
             # (I - J)^T w = g through w -> J^T w: the same linear solvers, fed vector-Jacobian products
             sol = solve_i_minus(vjp_h, g, method=method, tol=tol, restart=restart, max_restarts=max_restarts,
-                                max_iter=max_iter)
+                                max_iters=max_iters)
         if stats is not None:
             stats["residual"] = sol.residual.detach()
             stats["matvecs"] = sol.matvecs

@@ -177,7 +177,7 @@ def gmres(
 
 @torch.no_grad()
 def neumann(
-    jvp: MatVec, b: Tensor, x0: Tensor | None = None, *, tol: float = 1e-8, max_iter: int = 500
+    jvp: MatVec, b: Tensor, x0: Tensor | None = None, *, tol: float = 1e-8, max_iters: int = 500
 ) -> LinearSolveResult:
     """Solve (I - J) u = b by the fixed-point iteration u <- b + J u.
 
@@ -193,7 +193,7 @@ def neumann(
     rel = torch.full((B,), float("inf"), dtype=bn.dtype, device=b.device)
     active = torch.ones(B, dtype=torch.bool, device=b.device)
     matvecs = 0
-    for _ in range(max_iter):
+    for _ in range(max_iters):
         u_new = b + jvp(u)
         matvecs += 1
         rel = torch.where(active, bnorm(u_new - u) / bn_safe, rel)
@@ -206,9 +206,9 @@ def neumann(
 
 # name -> how to solve (I - J) u = b from u -> J u and the options below
 LINEAR_SOLVERS: dict[str, Callable[..., LinearSolveResult]] = {
-    "gmres": lambda jvp, b, tol, restart, max_restarts, max_iter: gmres(
+    "gmres": lambda jvp, b, tol, restart, max_restarts, max_iters: gmres(
         lambda v: v - jvp(v), b, tol=tol, restart=restart, max_restarts=max_restarts),
-    "neumann": lambda jvp, b, tol, restart, max_restarts, max_iter: neumann(jvp, b, tol=tol, max_iter=max_iter),
+    "neumann": lambda jvp, b, tol, restart, max_restarts, max_iters: neumann(jvp, b, tol=tol, max_iters=max_iters),
 }
 
 
@@ -220,12 +220,12 @@ def solve_i_minus(
     tol: float = 1e-8,
     restart: int = 30,
     max_restarts: int = 20,
-    max_iter: int = 500,
+    max_iters: int = 500,
 ) -> LinearSolveResult:
     """Solve (I - J) u = b given u -> J u; ``method`` is a name in LINEAR_SOLVERS ("gmres", "neumann")."""
     if method not in LINEAR_SOLVERS:
         raise ValueError(f"unknown linear solver {method!r}; choose one of {', '.join(LINEAR_SOLVERS)}")
-    return LINEAR_SOLVERS[method](jvp, b, tol=tol, restart=restart, max_restarts=max_restarts, max_iter=max_iter)
+    return LINEAR_SOLVERS[method](jvp, b, tol=tol, restart=restart, max_restarts=max_restarts, max_iters=max_iters)
 
 
 @dataclass

@@ -84,7 +84,7 @@ def _solve(
     update: Update,
     *,
     method: str,
-    max_iter: int,
+    max_iters: int,
     tol: float,
     stop_on_converge: bool,
     max_period: int,
@@ -107,7 +107,7 @@ def _solve(
     history: deque[Tensor] = deque([x], maxlen=max(max_period, 1) + 1)
     ref: Tensor | None = None
     t = 0
-    for t in range(max_iter):
+    for t in range(max_iters):
         fx = f(x, e)
         x_norm = bnorm(x)
         r = bnorm(fx - x) / x_norm.clamp_min(eps)
@@ -160,7 +160,7 @@ def fixed_point_iter(
     e: Tensor,
     h0: Tensor,
     *,
-    max_iter: int = 100,
+    max_iters: int = 100,
     tol: float = 1e-5,
     stop_on_converge: bool = True,
     max_period: int = 8,
@@ -171,7 +171,7 @@ def fixed_point_iter(
     """Plain iteration h_{t+1} = f(h_t, e): the model's own dynamics, residual trace per sample."""
     return _solve(
         f, e, h0, lambda t, x, fx: (fx, None),
-        method="iter", max_iter=max_iter, tol=tol, stop_on_converge=stop_on_converge,
+        method="iter", max_iters=max_iters, tol=tol, stop_on_converge=stop_on_converge,
         max_period=max_period, cycle_tol=cycle_tol, div_factor=div_factor, eps=eps,
     )  # fmt: skip
 
@@ -240,7 +240,7 @@ def anderson(
     lam: float = 1e-4,
     beta: float = 1.0,
     max_cond: float = 1e12,
-    max_iter: int = 100,
+    max_iters: int = 100,
     tol: float = 1e-5,
     stop_on_converge: bool = True,
     max_period: int = 8,
@@ -259,7 +259,7 @@ def anderson(
         raise ValueError("Anderson memory m must be >= 1")
     return _solve(
         f, e, h0, _Anderson(m, lam, beta, max_cond),
-        method="anderson", max_iter=max_iter, tol=tol, stop_on_converge=stop_on_converge,
+        method="anderson", max_iters=max_iters, tol=tol, stop_on_converge=stop_on_converge,
         max_period=max_period, cycle_tol=cycle_tol, div_factor=div_factor, eps=eps,
     )  # fmt: skip
 

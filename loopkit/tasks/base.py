@@ -26,7 +26,7 @@ class EvalSet:
 class Task:
     """Per-position classification by default: logits (B, L, C) against targets (B, L), where a
     target of -100 marks a position that is not scored. Tasks with other outputs override
-    `loss` and `correct`."""
+    `loss` and `scores`."""
 
     Options: ClassVar[type]
     vocab_size: int
@@ -45,8 +45,8 @@ class Task:
         """Checks that involve several options (each option's own range is given where the task
         is registered, `register_task`); a fault is a ConfigError naming the keys. None by default."""
 
-    def save_examples(self, model, s: EvalSet, iters: int, folder: Path) -> list[Path]:
-        """Pictures of a few of the set's inputs with the model's answers after `iters` iterations,
+    def save_examples(self, model, s: EvalSet, max_iters: int, folder: Path) -> list[Path]:
+        """Pictures of a few of the set's inputs with the model's answers after `max_iters` iterations,
         written into `folder` by evaluation (mazes draw the predicted path); none by default."""
         return []
 
@@ -87,7 +87,7 @@ class Task:
         choice among all positions' classes (chess: one move) flattens them."""
         return logits
 
-    def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
+    def scores(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
         """Per-sample scores in [0, 1]: `exact` (whole output right) and `token` (share of scored
         positions right). Works on logits with any leading dims before (B, L, C). `x`, the inputs,
         lets a task add scores that need them (sudoku: a valid grid keeps the givens)."""

@@ -166,7 +166,7 @@ class Chess(Task):
         """One answer per board, the argmax over all 4,672 move classes: (B, 1, 4672)."""
         return logits.flatten(-2).unsqueeze(-2)
 
-    def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
+    def scores(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
         """Per-sample scores (table in the module docstring); logits (..., B, 64, 73)."""
         flat = logits.flatten(-2)
         label, moves = y[:, 0], y[:, 1:]

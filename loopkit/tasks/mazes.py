@@ -107,16 +107,16 @@ class Mazes(Task):
         on_walls = int(((path == 1) & (maze == 0)).sum())
         return format_maze(maze, path) + (f"\n({on_walls} wall characters marked as path)" if on_walls else "")
 
-    def save_examples(self, model, s: EvalSet, iters: int, folder: Path) -> list[Path]:
-        """A PNG of the first maze of the set: walls black, the model's path after `iters`
+    def save_examples(self, model, s: EvalSet, max_iters: int, folder: Path) -> list[Path]:
+        """A PNG of the first maze of the set: walls black, the model's path after `max_iters`
         iterations blue, path characters it missed orange, characters it marked wrongly red."""
         x, y = s.x[:1], s.y[:1]
         with torch.no_grad():
-            pred = model(x.to(model.embed.weight.device), iters).logits.argmax(-1).cpu()
+            pred = model(x.to(model.embed.weight.device), max_iters).logits.argmax(-1).cpu()
         side = int(x.shape[1] ** 0.5)
         path = folder / f"maze_{s.name.replace(':', '_')}.png"
         maze_figure(x.view(side, side).numpy(), y.view(side, side).numpy(), pred.view(side, side).numpy(), path,
-                    title=f"{s.name}, T = {iters}: {'solved' if bool((pred == y).all()) else 'not solved'}")
+                    title=f"{s.name}, T = {max_iters}: {'solved' if bool((pred == y).all()) else 'not solved'}")
         return [path]
 
 

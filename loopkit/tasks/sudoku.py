@@ -146,8 +146,8 @@ class Sudoku(Task):
         left, right = io.format_grid(x.tolist()).splitlines(), io.format_grid(solved).splitlines()
         return "\n".join(f"{a}    {b}" for a, b in zip(left, right)) + f"\n{'valid' if valid else 'not valid'} solution"
 
-    def correct(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
-        scores = super().correct(logits, y)
+    def scores(self, logits: Tensor, y: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
+        scores = super().scores(logits, y)
         if x is not None:
             scores["valid"] = valid_grids(logits.argmax(-1) + 1, x).float()
             # another solution of a puzzle with several is solved too (module docstring)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +204,18 @@ def find(run_dir: Path, name: str | None = None, full: bool = False, use: str = 
             if path is None:
                 if not steps(run_dir):
                     return None
-                raise CheckpointError(f"{Path(run_dir) / 'checkpoints' / 'latest'} is missing, but the run has "
-                                      "checkpoint folders")
+                # a run killed between renaming a checkpoint into place and writing the pointer (the
+                # first save has no earlier pointer): the newest folder is the one `latest` would
+                # name, so it is taken when it is intact; a damaged one is refused as below
+                newest = steps(run_dir)[-1]
+                try:
+                    verify(newest, full)
+                except CheckpointError:
+                    raise CheckpointError(f"{Path(run_dir) / 'checkpoints' / 'latest'} is missing, and the newest "
+                                          f"checkpoint {newest.name} is damaged") from None
+                print(f"loopkit: {Path(run_dir) / 'checkpoints' / 'latest'} is missing; using the newest checkpoint, "
+                      f"{newest.name} (a run stopped while saving it)", file=sys.stderr)
+                return newest
         verify(path, full)
         return path
     except CheckpointError as err:

@@ -351,8 +351,8 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
             aside = path.with_name(f"set-aside-{path.name}-{n}")
         os.rename(path, aside)
         print(f"loopkit: resuming from {ckpt.name}; {path.name} set aside as {aside}", file=sys.stderr)
-    if ckpt is not None and ckpt_name is not None:  # the chosen one is the latest from now on
-        checkpoint.set_latest(run_dir, ckpt)
+    if ckpt is not None and (ckpt_name is not None or not (run_dir / "checkpoints" / "latest").exists()):
+        checkpoint.set_latest(run_dir, ckpt)  # the chosen (or recovered) one is the latest from now on
     if changes:
         with open(run_dir / "config_changes.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "changes": changes}) + "\n")

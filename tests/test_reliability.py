@@ -121,6 +121,13 @@ def cut(rel: str):
     return setup
 
 
+def remove(*rels: str):
+    def setup(ctx):
+        for rel in rels:
+            (ctx.run / rel).unlink()
+    return setup
+
+
 def nan_weights(*steps: str):
     def setup(ctx):
         for step in steps:
@@ -296,10 +303,10 @@ CASES = [
     ("missing rng, resume", RESUME,
      lambda ctx: (ctx.run / STEP4 / "rng.safetensors").unlink(), 2,
      r"rng\.safetensors is damaged: the file is missing"),
-    ("latest missing, resume", RESUME,
-     lambda ctx: (ctx.run / "checkpoints" / "latest").unlink(), 2,
-     r"checkpoints/latest is missing, but the run has checkpoint folders; "
-     r"the newest intact checkpoint is step_00000004 \(step 4\): add --checkpoint step_00000004 to the resume"),
+    ("latest missing, newest damaged, resume", RESUME,
+     remove("checkpoints/latest", f"{STEP4}/rng.safetensors"), 2,
+     r"checkpoints/latest is missing, and the newest checkpoint step_00000004 is damaged; "
+     r"the newest intact checkpoint is step_00000002 \(step 2\): add --checkpoint step_00000002 to the resume"),
     ("run config.yaml not UTF-8, resume", RESUME,
      write("run/config.yaml", b"task:\n  name: prefix_sums\xe9\n"), 2,
      r"run/config\.yaml is not UTF-8 text \(byte 0xe9 at offset 25\); save it as UTF-8$"),
@@ -391,9 +398,9 @@ def test_an_earlier_checkpoint_is_used_only_when_named_and_resumes_bit_exactly(m
         assert (run / STEP4 / name).read_bytes() == (made.run / STEP4 / name).read_bytes()
     assert (run / "metrics.jsonl").read_text().count("\n") == (made.run / "metrics.jsonl").read_text().count("\n")
     assert checkpoint.latest(run).name == "step_00000004"
-    (run / "checkpoints" / "latest").unlink()  # lost: refused until a checkpoint is named, then named latest
-    assert main(base) == 2
-    assert main(base + ["--checkpoint", "4"]) == 0
+    (run / "checkpoints" / "latest").unlink()  # lost (a kill while saving): the newest intact one, named latest
+    assert main(base) == 0
+    assert "latest is missing; using the newest checkpoint, step_00000004" in capsys.readouterr().err
     assert checkpoint.latest(run).name == "step_00000004"
 
 

@@ -74,6 +74,19 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_without_duplicate_log_
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
 
 
+def test_a_run_killed_while_writing_its_first_checkpoint_pointer_resumes(tmp_path, capsys):
+    """Killed after the first checkpoint folder was renamed into place but before checkpoints/latest
+    was written (a window a sweep's kill hit in CI): the resume takes that folder, says so, and
+    ends where an uninterrupted run does."""
+    cfg = config.load(None, TINY + ["train.steps=8"])  # checkpoints every 5 steps
+    train(cfg, tmp_path / "whole", progress=False)
+    train(cfg, tmp_path / "cut", progress=False, stop_after=6)
+    (tmp_path / "cut" / "checkpoints" / "latest").unlink()
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert "latest is missing; using the newest checkpoint, step_00000005" in capsys.readouterr().err
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+
+
 def test_sigkill_at_a_random_moment_then_resume(tmp_path):
     """A real SIGKILL, wherever it lands (also inside a checkpoint write), leaves a resumable run."""
     cfg_file = tmp_path / "tiny.yaml"

@@ -46,7 +46,8 @@ def run_switches(run_dir: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path} is damaged: not a mapping of sections")
     flat = dict(cfg.get("model", {}))
-    flat.update({f"train.{k}": v for k, v in cfg.get("train", {}).items() if f"train.{k}" not in IGNORED})
+    train = config.current_names("train", cfg.get("train", {}))  # runs saved under older key names match
+    flat.update({f"train.{k}": v for k, v in train.items() if f"train.{k}" not in IGNORED})
     return flat
 
 

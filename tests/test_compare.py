@@ -50,3 +50,14 @@ def test_compare_without_results_names_the_missing_file(tmp_path, capsys):
         compare([tmp_path / "run"])
     assert main(["compare", str(tmp_path / "run")]) == 2
     assert "loopkit eval" in capsys.readouterr().err
+
+
+def test_runs_saved_under_older_key_names_group_with_current_ones(tmp_path):
+    """A sweep that straddles the key rename (train.iters -> train.max_iters) is one configuration."""
+    from loopkit.compare import run_switches
+
+    for name, key in (("old", "iters"), ("new", "max_iters")):
+        (tmp_path / name).mkdir()
+        text = f"model: {{recall: standard}}\ntrain: {{{key}: 40, lr: 0.002}}\n"
+        (tmp_path / name / "config.yaml").write_text(text)
+    assert run_switches(tmp_path / "old") == run_switches(tmp_path / "new")

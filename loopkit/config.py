@@ -90,7 +90,7 @@ class EvalConfig:
     # argmax answer unchanged for stable_k iterations, and every output probability moved by less
     # than prob_tol when prob_tol > 0), either (whichever fires first)
     halt: Literal["residual", "stable", "either"] = "residual"
-    stable_k: int = 8  # prefix sums: k = 5 still stops a few answers mid-pause (85.2 vs 86.0 % exact), 8 does not
+    stable_k: int = 8  # smaller k stopped some prefix-sums answers mid-pause (benchmarks/README.md, "Design notes")
     prob_tol: float = 0.0  # 0: off
 
     def __post_init__(self) -> None:

@@ -61,8 +61,7 @@ def run_until_converged(model: LoopedTransformer, x: Tensor, tol: float, max_ite
     `rule` fires (see the module docstring), or at max_iters. `output` maps logits to the decoded
     output's logits (B, positions, classes), `Task.output_logits`; by default the logits themselves.
     The readout runs at every iteration only for the rules that watch the answer, and the softmax
-    only when prob_tol > 0: on a small model (prefix sums, width 64) the readout costs ~2 % of a
-    step, the softmax another ~3 %."""
+    only when prob_tol > 0 (their share of a step: benchmarks/README.md, "Design notes")."""
     check_rule(rule, k, prob_tol)
     model.eval()
     output = output or (lambda z: z)

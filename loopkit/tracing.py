@@ -43,9 +43,9 @@ def trace_set(model: LoopedTransformer, task: Task, s: EvalSet, max_iters: int, 
 
     Memory is flat in T apart from those (N, T) scalars: each is written in place into a table
     allocated once per set. Keeping a few small tensors per iteration instead (lists stacked at
-    the end) made the process grow by about one state per iteration (1.5 GB at 5 sudoku puzzles
-    x T = 5000): the small survivors fragment the heap between the iterations' large transient
-    activations, so glibc's malloc could not reuse that space."""
+    the end) made the process grow by about one state per iteration (benchmarks/README.md,
+    "Design notes"): the small survivors fragment the heap between the iterations' large
+    transient activations, so glibc's malloc could not reuse that space."""
     model.eval()
     n = len(s.x)
     scores: dict[str, Tensor] = {}

@@ -171,8 +171,9 @@ def load_puzzles(path, check_solvable: bool = True) -> Puzzles:
     """Load a puzzle file (format in the module docstring); raises SudokuFormatError.
 
     ``check_solvable`` searches every puzzle that comes without a solution, to reject those with
-    none (benchmarks/README.md, "Sudoku file loading", has its cost), and keeps what it found in ``solved`` and ``multiple`` (a
-    puzzle with more than one solution); puzzles that come with a solution are not searched.
+    none (its cost: benchmarks/README.md, "Design notes"), and keeps what it found in ``solved``
+    and ``multiple`` (a puzzle with more than one solution); puzzles that come with a solution are
+    not searched.
     """
     path = Path(path)
     rows = []

@@ -119,7 +119,31 @@ def run_demo(out: Path, fresh: bool = False, config_path: Path | None = None,
     print(f"[demo] evaluated both up to T={results['recall_outer']['max_iters']} "
           f"in {time.perf_counter() - started:.0f} s")
     print(extrapolation_table(results))
+    print(residual_table(results, out))
     return results
+
+
+def residual_table(results: dict[str, dict], out: Path) -> str:
+    """The fixed-point diagnosis the evaluation pass already measured: per length and model, the
+    median relative residual r_t = ||h_t - h_{t-1}|| / ||h_{t-1}|| at the training T and at the
+    largest T. A loop that has reached a fixed point has r_t near 0 (below eval.tol); one still
+    moving (or cycling) does not. ρ(J), attractors and input dependence: `loopkit analyze`."""
+    names = list(results)
+    tol = config.load(default_config_path()).eval.tol
+    header = f"{'length':>8} | " + " | ".join(f"{n:>24}" for n in names)
+    lines = [f"fixed-point residual r_t (median over sequences; settled: r_t < {tol:g})", header,
+             f"{'':>8} | " + " | ".join(f"{'T=' + str(r['train_iters']):>11} {'T=' + str(r['max_iters']):>12}"
+                                        for r in results.values()), "-" * len(header)]
+    for s in results[names[0]]["summary"]:
+        cells = []
+        for r in results.values():
+            trace = r["median_residual"][s]
+            at_t = trace[r["train_iters"] - 1] if r["train_iters"] <= len(trace) else float("nan")
+            cells.append(f"{at_t:11.1e} {trace[-1]:9.1e}{' ok' if trace[-1] < tol else ' --'}")
+        lines.append(f"{s[3:]:>8} | " + " | ".join(cells))
+    lines.append(f"full diagnostics (ρ(J) with its residual, attractors and cycles, dependence on h_0 and on the "
+                 f"input): loopkit analyze {out / names[0]} --sets len32,len128")
+    return "\n".join(lines)
 
 
 def evaluate_side_by_side(run_dirs: list[Path], threads: int) -> list[dict]:

@@ -18,7 +18,9 @@ TINY = ["task.train_length=6", "task.eval_lengths=[6, 12]", "task.eval_samples=1
 def test_demo_trains_both_models_side_by_side_and_resumes(tmp_path, capsys):
     results = run_demo(tmp_path, extra=TINY)
     out = capsys.readouterr().out
-    assert "(side by side)" in out and "best (T)" in out
+    assert "(side by side)" in out and "best (T)" in out and "fixed-point residual r_t" in out
+    last = results["recall_outer"]["median_residual"]["len12"][-1]
+    assert f"{last:9.1e}" in out  # the diagnosis is the evaluation's own residual trace
     for name in DEMO_MODELS:
         assert checkpoint.read_state(checkpoint.latest(tmp_path / name))["step"] == 6
         assert (tmp_path / name / "demo.log").is_file()

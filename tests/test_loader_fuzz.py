@@ -48,10 +48,11 @@ PIECES = [b'"', b",", b" ", b"\t", b"\n", b"\r", b"\r\n", b"#", b".", b"0", b"1"
 
 
 @st.composite
-def damaged(draw, text: str) -> bytes:
-    """``text`` with one to four random edits."""
+def damaged(draw, text: str, pieces: list[bytes] | None = None) -> bytes:
+    """``text`` with one to four random edits (inserted or replacing pieces: `pieces`, default the
+    CSV/sudoku ones, or random bytes)."""
     data = bytearray(text.encode())
-    piece = st.sampled_from(PIECES) | st.binary(min_size=1, max_size=2)
+    piece = st.sampled_from(pieces or PIECES) | st.binary(min_size=1, max_size=2)
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["insert", "delete", "replace", "truncate"]))
         at = draw(st.integers(0, len(data)))

@@ -34,6 +34,7 @@ from loopkit.mazes import (
     shortest_path,
 )
 from loopkit.mazes import generator as generator_module
+from test_loader_fuzz import damaged
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "mazes"
 STEPS = ((0, 1), (0, -1), (1, 0), (-1, 0))
@@ -378,23 +379,6 @@ PIECES = [b"#", b".", b"S", b"G", b"o", b"x", b" ", b"\t", b"\n", b"\n\n", b"\r"
           b"\x00", "é".encode(), "\u2028".encode(), b"\xef\xbb\xbf"]
 
 
-@st.composite
-def damaged(draw, text: str) -> bytes:
-    """``text`` with one to four random edits."""
-    data = bytearray(text.encode())
-    piece = st.sampled_from(PIECES) | st.binary(min_size=1, max_size=2)
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["insert", "delete", "replace", "truncate"]))
-        at = draw(st.integers(0, len(data)))
-        if op == "insert":
-            data[at:at] = draw(piece)
-        elif op == "delete":
-            del data[at:at + draw(st.integers(1, 3))]
-        elif op == "replace":
-            data[at:at + 1] = draw(piece)
-        else:
-            del data[at:]
-    return bytes(data)
 
 
 def _blocks(text: str) -> list[str]:
@@ -428,7 +412,7 @@ def folder(tmp_path_factory):
 @given(data=st.data())
 def test_damaged_maze_files_load_right_or_fail_clearly(folder, data):
     path = folder / "mazes.txt"
-    raw = data.draw(damaged(VALID_FILE))
+    raw = data.draw(damaged(VALID_FILE, PIECES))
     path.write_bytes(raw)
     try:
         loaded = load_mazes(path)

@@ -208,3 +208,12 @@ def flip_files(tokens: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     without castling rights (tokens 13 and 14 absent); it then maps legal moves to legal moves."""
     flipped = tokens.reshape(*tokens.shape[:-1], 8, 8)[..., ::-1].reshape(tokens.shape)
     return flipped, np.where(y >= 0, FILE_FLIP[np.maximum(y, 0)], -1)
+
+
+def check_legal(board: chess.Board, what: str) -> None:
+    """ValueError naming every fault (e.g. "too many kings, opposite check") of an illegal
+    position; `what` says how the message names the position (the FEN text as the file has it)."""
+    status = board.status()
+    if status != chess.STATUS_VALID:
+        faults = ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
+        raise ValueError(f"{what}: {faults}")

@@ -170,10 +170,7 @@ def parse_record(text: str, default_section: str) -> tuple[str, str, list[str], 
         board, _ = chess.Board.from_epd(fen)
     except ValueError as err:
         raise ValueError(f"illegal FEN fields {fen!r}: {err}") from None
-    status = board.status()
-    if status != chess.STATUS_VALID:
-        faults = ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
-        raise ValueError(f"illegal position {fen!r}: {faults}")
+    encoding.check_legal(board, f"illegal position {fen!r}")
     found: dict[str, list[tuple[str, bool]]] = {}
     for tokens in split_operations(fields[4] if len(fields) > 4 else ""):
         opcode, quoted = tokens[0]

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..datafile import read_lines
 from ..errors import ConfigError
+from .encoding import check_legal
 
 COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating")
 
@@ -60,10 +61,7 @@ def _parse(fields: list[str], cols: dict[str, int]) -> tuple[str, str, str, floa
         board = chess.Board(fen)
     except ValueError as err:
         raise ValueError(f"illegal FEN {fen!r}: {err}") from None
-    status = board.status()
-    if status != chess.STATUS_VALID:
-        faults = ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
-        raise ValueError(f"illegal FEN {fen!r}: {faults}")
+    check_legal(board, f"illegal FEN {fen!r}")
     ucis = moves.split()
     if len(ucis) < 2:
         raise ValueError(f"Moves {moves!r} needs the opponent's setup move and the answer")

@@ -2,6 +2,9 @@
 module that imports it back (as nanoGPT's model.py imports neither train.py nor sample.py)."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "loopkit"
@@ -77,3 +80,15 @@ def test_no_import_cycle_inside_loopkit():
     graph = import_graph()
     assert "loopkit.model" in graph and "loopkit.config" in graph["loopkit.model"]  # the graph is read
     assert cycles(graph) == []
+
+
+def test_python_dash_m_loopkit_is_the_command(tmp_path):
+    """`python -m loopkit` runs the same command line as the `loopkit` script: its help, and a user
+    error as one line with exit status 2."""
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    shown = subprocess.run([sys.executable, "-m", "loopkit", "--help"], capture_output=True, text=True, env=env)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: loopkit")
+    failed = subprocess.run([sys.executable, "-m", "loopkit", "eval", str(tmp_path / "no_run")],
+                            capture_output=True, text=True, env=env)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("loopkit: error: ") and failed.stderr.count("\n") == 1

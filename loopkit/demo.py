@@ -1,11 +1,12 @@
 """`loopkit demo`: the README's main job. Trains a recall + outer-norm model and a no-recall model
-on 32-bit prefix sums (the recipe of configs/prefix_sums.yaml; `DEMO_MODELS` says where no-recall's
+on 32-bit prefix sums (the recipe of configs/prefix_sums.yaml; `DEMO_MODELS` says where each
 differs), evaluates both on 32 ... 512 bits up to T = `eval.max_iters`, and prints, per length, exact
-match at the training T, at the largest T, and at the best T with that T (claims C1 and C2 of
-docs/design.md, "Claims", in one screen).
+match at the training T, at the largest T, and at the best T with that T, then the fixed-point
+residual of each loop (claims C1 and C2 of docs/design.md, "Claims", in one screen).
 
-Both models train, and then evaluate, side by side, one process each, when the machine has two
-cores or more: two one-thread processes do more work than one two-thread process on a small CPU.
+Each model trains and then evaluates as its own chain of one-thread processes, the two chains side
+by side when the machine has two cores or more: two one-thread processes do more work than one
+two-thread process on a small CPU, and the model that trains faster starts evaluating at once.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from .train import train
 
 DEMO_MODELS = {
     "recall_outer": ["model.recall=standard", "model.norm=outer"],
-    # half the loss on the full T with backprop through every iteration: without recall, e enters
-    # only through h_0 = e, and the progressive loss alone cuts that path whenever n > 0. Those
-    # steps cost about 3x the recall model's, so it gets 600 in the same wall time as its 1600.
-    "no_recall": ["model.recall=none", "model.norm=outer", "train.alpha=0.5", "train.steps=600"],
+    # No recall learns 32 bits only with pre-norm (its residual stream carries the input forward) at a
+    # low rate and past ~2000 steps (results/prefix_none/README.md). Its steps cost what the recall
+    # model's cost, but its evaluation stops at T = 300 (it has forgotten even 32 bits by T = 150), so
+    # its chain ends before the recall model's 1600 steps plus evaluation to T = 1000.
+    "no_recall": ["model.recall=none", "model.norm=pre", "train.lr=0.0005", "train.steps=2400",
+                  "eval.max_iters=300"],
 }
 
 
@@ -59,34 +62,49 @@ def logged_step(run_dir: Path) -> int:
     return 0
 
 
-def train_side_by_side(jobs: dict[str, tuple[list[str], Path, int]], threads: int, config_path: Path) -> None:
-    """Each job as its own `loopkit train` process with `threads` threads; one bar over all steps.
-    A failed job ends the demo with its own one-line error (kept in <run>/demo.log)."""
-    procs = {}
-    for name, (overrides, run_dir, _) in jobs.items():
+def side_by_side(jobs: dict[str, tuple[list[str], Path, int]], run_dirs: list[Path], threads: int,
+                 config_path: Path) -> None:
+    """Each model's `loopkit train` (the pending `jobs`) and then its `loopkit eval` as a chain of
+    processes with `threads` threads, the chains running at once: a model that finishes training
+    early starts evaluating while the other still trains. One bar over all training steps. A failed
+    process ends the demo with its own one-line error (kept in <run>/demo.log)."""
+    chains: dict[str, list[list[str]]] = {}
+    for run_dir in run_dirs:
         run_dir.mkdir(parents=True, exist_ok=True)
+        chains[run_dir.name] = [["eval", "--quiet", "--force", str(run_dir)]]  # the demo owns these runs
+    for name, (overrides, run_dir, _) in jobs.items():
         resume = ["--resume"] if (run_dir / "config.yaml").exists() else []
-        procs[name] = spawn(["train", "--quiet", "--run-dir", str(run_dir), *resume, str(config_path), *overrides,
-                             f"train.threads={threads}"], run_dir, threads)
+        chains[name].insert(0, ["train", "--quiet", "--run-dir", str(run_dir), *resume, str(config_path),
+                                *overrides, f"train.threads={threads}"])
+    dirs = {run_dir.name: run_dir for run_dir in run_dirs}
+    running = {name: spawn(chain.pop(0), dirs[name], threads) for name, chain in chains.items()}
+    failed: dict[str, list[str]] = {"training": [], "evaluation": []}
     total = sum(steps for _, _, steps in jobs.values())
-    with tqdm(total=total, desc="[demo] training " + " + ".join(jobs), unit="step", disable=not enabled(),
-              dynamic_ncols=True, file=sys.stderr) as bar:
-        while any(p.poll() is None for p, _ in procs.values()):
+    with tqdm(total=total, desc="[demo] training " + " + ".join(jobs) if jobs else "[demo] evaluating",
+              unit="step", disable=not enabled(), dynamic_ncols=True, file=sys.stderr) as bar:
+        while running:
             time.sleep(1.0)
             bar.n = sum(min(logged_step(run_dir), steps) for _, run_dir, steps in jobs.values())
-            bar.refresh()
-    failed = []
-    for name, (p, log) in procs.items():
-        log.close()
-        if p.returncode:
-            failed.append(f"{name}: {last_line(jobs[name][1] / 'demo.log')}")
-    if failed:
-        raise ConfigError("demo training failed - " + "; ".join(failed) + " (full output in <run>/demo.log)")
+            evaluating = [n for n in running if not chains[n]]  # on the last process of its chain
+            bar.set_postfix_str("evaluating " + ", ".join(evaluating) if evaluating else "", refresh=True)
+            for name, (proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                if proc.returncode:
+                    stage = "evaluation" if not chains[name] else "training"
+                    failed[stage].append(f"{name}: {last_line(dirs[name] / 'demo.log')}")
+                elif chains[name]:
+                    running[name] = spawn(chains[name].pop(0), dirs[name], threads)
+    for stage, lines in failed.items():
+        if lines:
+            raise ConfigError(f"demo {stage} failed - " + "; ".join(lines) + " (full output in <run>/demo.log)")
 
 
 def run_demo(out: Path, fresh: bool = False, config_path: Path | None = None,
              extra: list[str] | tuple[str, ...] = ()) -> dict[str, dict]:
-    """Train (or resume) both demo models, evaluate them and print the table. `config_path` and
+    """Train (or resume) both demo models, evaluate them and print the tables. `config_path` and
     `extra` overrides replace the shipped recipe (tests run a tiny one)."""
     config_path = config_path or default_config_path()
     jobs = {}
@@ -99,25 +117,20 @@ def run_demo(out: Path, fresh: bool = False, config_path: Path | None = None,
             jobs[name] = (overrides, run_dir, steps)
     started = time.perf_counter()
     cores = os.cpu_count() or 1
+    run_dirs = [out / name for name in DEMO_MODELS]
     if jobs:
-        print(f"[demo] training {', '.join(jobs)} -> {out}"
-              + (" (side by side)" if cores >= 2 and len(jobs) > 1 else ""))
-    if cores >= 2 and len(jobs) > 1:
-        train_side_by_side(jobs, threads=max(1, cores // len(jobs)), config_path=config_path)
+        print(f"[demo] training {', '.join(jobs)} -> {out}" + (" (side by side)" if cores >= 2 else ""))
+    if cores >= 2:
+        side_by_side(jobs, run_dirs, threads=max(1, cores // len(DEMO_MODELS)), config_path=config_path)
+        results = [json.loads((run_dir / "eval" / "results.json").read_text()) for run_dir in run_dirs]
     else:
         for overrides, run_dir, _ in jobs.values():
             train(config.load(config_path, overrides), run_dir,
                   resume=(run_dir / "config.yaml").exists(), progress=enabled())
-    if jobs:
-        print(f"[demo] trained in {time.perf_counter() - started:.0f} s")
-    started = time.perf_counter()
-    if cores >= 2:
-        results = evaluate_side_by_side([out / name for name in DEMO_MODELS], threads=max(1, cores // len(DEMO_MODELS)))
-    else:
-        results = [evaluate_run(out / name) for name in DEMO_MODELS]
+        results = [evaluate_run(run_dir) for run_dir in run_dirs]
     results = dict(zip(DEMO_MODELS, results))
-    print(f"[demo] evaluated both up to T={results['recall_outer']['max_iters']} "
-          f"in {time.perf_counter() - started:.0f} s")
+    caps = ", ".join(f"{name} up to T={r['max_iters']}" for name, r in results.items())
+    print(f"[demo] {'trained and ' if jobs else ''}evaluated ({caps}) in {time.perf_counter() - started:.0f} s")
     print(extrapolation_table(results))
     print(residual_table(results, out))
     return results
@@ -144,23 +157,6 @@ def residual_table(results: dict[str, dict], out: Path) -> str:
     lines.append(f"full diagnostics (ρ(J) with its residual, attractors and cycles, dependence on h_0 and on the "
                  f"input): loopkit analyze {out / names[0]} --sets len32,len128")
     return "\n".join(lines)
-
-
-def evaluate_side_by_side(run_dirs: list[Path], threads: int) -> list[dict]:
-    """`loopkit eval` of each run in its own process (the demo owns these runs: --force), then
-    their results.json; a failure ends the demo with the process's own one-line error."""
-    procs = []
-    for run_dir in run_dirs:
-        procs.append((*spawn(["eval", "--quiet", "--force", str(run_dir)], run_dir, threads), run_dir))
-    with tqdm(total=len(procs), desc="[demo] evaluating", unit="model", disable=not enabled(), file=sys.stderr) as bar:
-        for p, log, _ in procs:
-            p.wait()
-            log.close()
-            bar.update(1)
-    failed = [f"{run_dir.name}: {last_line(run_dir / 'demo.log')}" for p, _, run_dir in procs if p.returncode]
-    if failed:
-        raise ConfigError("demo evaluation failed - " + "; ".join(failed) + " (full output in <run>/demo.log)")
-    return [json.loads((run_dir / "eval" / "results.json").read_text()) for run_dir in run_dirs]
 
 
 def spawn(args: list[str], run_dir: Path, threads: int) -> tuple[subprocess.Popen, IO]:

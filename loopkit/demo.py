@@ -33,7 +33,7 @@ from .train import train
 DEMO_MODELS = {
     "recall_outer": ["model.recall=standard", "model.norm=outer"],
     # No recall learns 32 bits only with pre-norm (its residual stream carries the input forward) at a
-    # low rate and past ~2000 steps (results/prefix_none/README.md). Its steps cost what the recall
+    # low rate and after ~1600 steps (results/prefix_none/README.md). Its steps cost what the recall
     # model's cost, but its evaluation stops at T = 300 (it has forgotten even 32 bits by T = 150), so
     # its chain ends before the recall model's 1600 steps plus evaluation to T = 1000.
     "no_recall": ["model.recall=none", "model.norm=pre", "train.lr=0.0005", "train.steps=2400",

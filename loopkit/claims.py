@@ -44,6 +44,8 @@ ACCURACY = ("id_T", "id_best", "ood_T", "ood_best", "gain")
 SEED_KEY = "train.seed"
 LEARNT = 90.0  # ID exact (best T, %) below which a configuration has not learnt what it is judged on
 COMPETITIVE = 5.0  # C3: internal recall is "competitive" when it is at most this many points behind
+MIN_SEEDS = 3  # a verdict other than "inconclusive" needs learnt runs from this many seeds per group compared
+SEEDS_RULE = f"; a verdict other than inconclusive needs learnt runs from >= {MIN_SEEDS} seeds in every group compared"
 
 
 @dataclass
@@ -165,6 +167,20 @@ def learnt(run: Run) -> bool:
 NOT_LEARNT = "no {what} run learnt its training distribution (ID exact at the best T >= {learnt:g} %)"
 
 
+def _seed_floor(result: dict[str, Any], **groups: list[Run]) -> dict[str, Any]:
+    """One seed has no spread, so a bootstrap over it is degenerate: a verdict reached on fewer than
+    MIN_SEEDS seeds in any compared group becomes inconclusive (the statistic is kept, and says
+    what the verdict would have been)."""
+    seeds = {name: len({r.switches.get(SEED_KEY) for r in runs}) for name, runs in groups.items()}
+    short = {name: n for name, n in seeds.items() if n < MIN_SEEDS}
+    if short and result["verdict"] != "inconclusive":
+        have = ", ".join(f"{name}: {n}" for name, n in short.items())
+        result["why"] = (f"{result['verdict']} by the statistic, but on fewer than {MIN_SEEDS} seeds "
+                         f"(learnt runs' seeds {have})")
+        result["verdict"] = "inconclusive"
+    return result
+
+
 def _ood_best(runs: list[Run]) -> np.ndarray:
     return np.array([r.values["ood_best"] for r in runs])
 
@@ -180,7 +196,8 @@ def verdict_c1(groups: list[Group]) -> dict[str, Any]:
             "sensitivity below 1e-6 at its end state, its end states retain less of the input than the recall runs' "
             "(retained bits, bootstrap interval of the difference below 0, when analysed) and its OOD exact (best T) "
             "is below the recall runs' (interval below 0); contradicted when a no-recall run is input-sensitive or the "
-            "OOD interval lies above 0; otherwise inconclusive")
+            "OOD interval lies above 0; otherwise inconclusive" + SEEDS_RULE
+            + " (one input-sensitive no-recall run contradicts on any number of seeds)")
     if not none or not recall:
         return {"verdict": "inconclusive", "why": "needs runs with recall=none and with recall", "rule": rule}
     sens = np.array([r.values["sensitivity"] for r in none])  # structural: every no-recall run, learnt or not
@@ -208,7 +225,7 @@ def verdict_c1(groups: list[Group]) -> dict[str, Any]:
         v = "supported"
     else:
         v = "inconclusive"
-    return {"verdict": v, "statistic": stat, "rule": rule}
+    return _seed_floor({"verdict": v, "statistic": stat, "rule": rule}, none=none, recall=recall)
 
 
 def verdict_c2(groups: list[Group]) -> dict[str, Any]:
@@ -218,7 +235,7 @@ def verdict_c2(groups: list[Group]) -> dict[str, Any]:
             "(mean converged share >= 0.9) with median rho(J) < 1 "
             "and their OOD exact (best T) beats the recall runs of the other norm placements with a bootstrap interval "
             "of the difference above 0; contradicted when the interval lies below 0 or rho(J) >= 1; "
-            "otherwise inconclusive")
+            "otherwise inconclusive" + SEEDS_RULE)
     if not outer or not other:
         return {"verdict": "inconclusive", "rule": rule,
                 "why": "needs learnt recall runs with norm=outer and with another norm (ID exact at the best T "
@@ -238,14 +255,14 @@ def verdict_c2(groups: list[Group]) -> dict[str, Any]:
         v = "supported"
     else:
         v = "inconclusive"
-    return {"verdict": v, "statistic": stat, "rule": rule}
+    return _seed_floor({"verdict": v, "statistic": stat, "rule": rule}, outer=outer, other=other)
 
 
 def verdict_c3(groups: list[Group]) -> dict[str, Any]:
     rule = (f"paired by seed, internal - standard recall (norm=outer, default h_0), seeds where both learnt their "
             f"training distribution, in OOD exact at the best T: supported (competitive) when the bootstrap interval "
             f"of the mean paired difference lies above -{COMPETITIVE:g} points, contradicted when it lies below "
-            f"-{COMPETITIVE:g}; otherwise inconclusive")
+            f"-{COMPETITIVE:g}; otherwise inconclusive; needs >= {MIN_SEEDS} such seeds")
 
     def placement(recall: str) -> dict[Any, Run]:
         """seed -> run of this recall placement with outer norm; controls (init_state=input) are not it."""
@@ -256,10 +273,10 @@ def verdict_c3(groups: list[Group]) -> dict[str, Any]:
 
     internal, standard = placement("internal"), placement("standard")
     seeds = sorted((s for s in set(internal) & set(standard) if learnt(internal[s]) and learnt(standard[s])), key=str)
-    if len(seeds) < 2:
+    if len(seeds) < MIN_SEEDS:
         return {"verdict": "inconclusive", "rule": rule,
                 "why": "needs internal and standard recall (norm=outer) that both learnt their training distribution "
-                       f"on >= 2 common seeds (have {len(seeds)})"}
+                       f"on >= {MIN_SEEDS} common seeds (have {len(seeds)})"}
     d = np.array([internal[s].values["ood_best"] - standard[s].values["ood_best"] for s in seeds])
     lo, hi = bootstrap_ci(lambda x: x.mean(), d)
     v = "supported" if lo > -COMPETITIVE else "contradicted" if hi < -COMPETITIVE else "inconclusive"
@@ -272,7 +289,8 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
             "diagnostic and the extrapolation gain, with a "
             "bootstrap interval over runs; supported when the interval excludes 0 for rho(J) or init-dependence in the "
             "expected direction (negative: unstable or start-dependent maps extrapolate less) and for neither in the "
-            "opposite one; contradicted when one of them excludes 0 in the opposite direction; otherwise inconclusive")
+            "opposite one; contradicted when one of them excludes 0 in the opposite direction; otherwise inconclusive"
+            + SEEDS_RULE)
     runs = [r for r in runs if learnt(r)]  # a run that never learnt has no extrapolation to explain
     gain = np.array([r.values["gain"] for r in runs])
     table = {}
@@ -294,7 +312,7 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
         v = "supported"
     else:
         v = "inconclusive"
-    return {"verdict": v, "statistic": table, "rule": rule}
+    return _seed_floor({"verdict": v, "statistic": table, "rule": rule}, runs=runs)
 
 
 # -- the report ------------------------------------------------------------------------------------

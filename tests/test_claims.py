@@ -51,18 +51,24 @@ def test_spearman_and_ranks_against_known_answers():
     assert lo < 0 < hi
 
 
-def test_a_grid_that_follows_the_paper_gets_every_claim_supported(tmp_path):
+def paper_like_grid(root: Path, seeds) -> list[Path]:
+    """A grid whose figures follow the paper: no recall fails OOD, recall + outer norm converges and
+    extrapolates, internal recall is level with standard, the pre-norm runs extrapolate less."""
     runs = []
-    for seed in range(3):
-        runs.append(fake_run(tmp_path, "none", "outer", seed, id_best=0.95, ood_T=0.0, ood_best=0.02 + 0.01 * seed,
+    for seed in seeds:
+        runs.append(fake_run(root, "none", "outer", seed, id_best=0.95, ood_T=0.0, ood_best=0.02 + 0.01 * seed,
                              rho=1.02, init_dep=0.7, sensitivity=0.0, converged=0.0))
-        runs.append(fake_run(tmp_path, "standard", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.9 + 0.01 * seed,
+        runs.append(fake_run(root, "standard", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.9 + 0.01 * seed,
                              rho=0.7 + 0.01 * seed, init_dep=0.001))
-        runs.append(fake_run(tmp_path, "internal", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.92 + 0.01 * seed,
+        runs.append(fake_run(root, "internal", "outer", seed, id_best=1.0, ood_T=0.1, ood_best=0.92 + 0.01 * seed,
                              rho=0.72, init_dep=0.002))
-        runs.append(fake_run(tmp_path, "standard", "pre", seed, id_best=0.97, ood_T=0.1, ood_best=0.3 + 0.02 * seed,
+        runs.append(fake_run(root, "standard", "pre", seed, id_best=0.97, ood_T=0.1, ood_best=0.3 + 0.02 * seed,
                              rho=0.98, init_dep=0.3, converged=0.4))
-    result = claims(runs)
+    return runs
+
+
+def test_a_grid_that_follows_the_paper_gets_every_claim_supported(tmp_path):
+    result = claims(paper_like_grid(tmp_path, range(3)))
     assert {k: v["verdict"] for k, v in result["verdicts"].items()} == \
         {"C1": "supported", "C2": "supported", "C3": "supported", "C4": "supported"}
     c3 = result["verdicts"]["C3"]["statistic"]
@@ -71,6 +77,16 @@ def test_a_grid_that_follows_the_paper_gets_every_claim_supported(tmp_path):
     assert row["seeds"] == [0, 1, 2] and row["ood_best"]["mean"] == pytest.approx(91.0)
     assert row["ood_best"]["sd"] == pytest.approx(1.0)
     assert "rule:" in to_markdown(result)
+
+
+def test_the_same_figures_on_two_seeds_decide_nothing(tmp_path):
+    """Fewer than three seeds per group: every verdict is inconclusive, and says what the statistic
+    alone would have given and how many seeds there were."""
+    verdicts = claims(paper_like_grid(tmp_path, range(2)))["verdicts"]
+    assert {v["verdict"] for v in verdicts.values()} == {"inconclusive"}
+    for claim in ("C1", "C2"):
+        assert verdicts[claim]["why"].startswith("supported by the statistic, but on fewer than 3 seeds")
+    assert "none: 2" in verdicts["C1"]["why"] and "(have 2)" in verdicts["C3"]["why"]
 
 
 def test_contradicting_and_thin_evidence_give_the_matching_verdicts(tmp_path):

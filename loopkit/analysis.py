@@ -20,6 +20,7 @@ from .config import ConfigError
 from .model import LoopedTransformer
 from .progress import advance, job
 from .runs import load_run
+from .tasks import EvalSet, Task, build_task
 
 
 def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iters: int, tol: float, n_inits: int = 3,
@@ -45,6 +46,18 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iters: int, tol: f
                               krylov_dim=krylov_dim, seed=seed, with_min_sv=min_sv_matvecs > 0,
                               min_sv_matvecs=min_sv_matvecs, with_sensitivity_norm=sensitivity_norm,
                               rho_tol=rho_tol, readout=model.readout)
+
+
+def cluster_inputs(cfg, task: Task, s: EvalSet, n: int) -> Tensor:
+    """The first `n` inputs of the set `s`; when the run evaluated fewer, the same set regenerated
+    with `n` samples (same generator, seed and split as evaluation, so no training input enters).
+    A set read from a file, or a task that cannot make more, gives what it has."""
+    if len(s.x) >= n or "eval_samples" not in cfg.task:
+        return s.x[:n]
+    more = build_task({**cfg.task, "eval_samples": n})
+    more.cache_read_only = task.cache_read_only
+    bigger = {b.name: b for b in more.eval_sets()}.get(s.name)
+    return s.x[:n] if bigger is None or len(bigger.x) <= len(s.x) else bigger.x[:n]
 
 
 def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iters: int | None = None, tol: float | None = None,
@@ -74,7 +87,7 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iters: int | None
                                    method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm,
                                    rho_tol=rho_tol)
         with torch.no_grad():  # C1: how many distinct end states do many inputs reach?
-            x = s.x[:cluster_samples].to(device)
+            x = cluster_inputs(cfg, task, s, cluster_samples).to(device)
             report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iters).state)
         report["seconds"] = time.perf_counter() - started
         results["sets"][s.name] = report

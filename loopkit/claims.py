@@ -193,11 +193,12 @@ def _diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 def verdict_c1(groups: list[Group]) -> dict[str, Any]:
     none, recall = _where(groups, recall="none"), _runs(groups, lambda sw: sw.get("recall") != "none")
     rule = ("among runs that learnt their training distribution: supported when every no-recall run has input "
-            "sensitivity below 1e-6 at its end state, its end states retain less of the input than the recall runs' "
-            "(retained bits, bootstrap interval of the difference below 0, when analysed) and its OOD exact (best T) "
-            "is below the recall runs' (interval below 0); contradicted when a no-recall run is input-sensitive or the "
-            "OOD interval lies above 0; otherwise inconclusive" + SEEDS_RULE
-            + " (one input-sensitive no-recall run contradicts on any number of seeds)")
+            "sensitivity below 1e-6 at its end state and its OOD exact (best T) is below the recall runs' (bootstrap "
+            "interval of the difference below 0); contradicted when a no-recall run is input-sensitive or the OOD "
+            "interval lies above 0; otherwise inconclusive" + SEEDS_RULE
+            + " (one input-sensitive no-recall run contradicts on any number of seeds). Retained bits of the end "
+            "states are reported, not decided on: a run that learnt a task whose answer is one-to-one in the input "
+            "must end in a distinct state per input, recall or not")
     if not none or not recall:
         return {"verdict": "inconclusive", "why": "needs runs with recall=none and with recall", "rule": rule}
     sens = np.array([r.values["sensitivity"] for r in none])  # structural: every no-recall run, learnt or not
@@ -213,15 +214,12 @@ def verdict_c1(groups: list[Group]) -> dict[str, Any]:
             "learnt_runs": {"none": len(none), "recall": len(recall)},
             "ood_best_none_minus_recall": diff, "ci": [lo, hi]}
     bits_none, bits_recall = (np.array([r.values["retained_bits"] for r in rs]) for rs in (none, recall))
-    bits_known = np.isfinite(bits_none).all() and np.isfinite(bits_recall).all()
-    bits_below = True
-    if bits_known:
+    if np.isfinite(bits_none).all() and np.isfinite(bits_recall).all():  # for the reader: see the rule
         d, blo, bhi = _diff_ci(bits_none, bits_recall)
         stat.update({"retained_bits_none_minus_recall": d, "retained_bits_ci": [blo, bhi]})
-        bits_below = bhi < 0
     if lo > 0:
         v = "contradicted"
-    elif np.isfinite(sens).all() and hi < 0 and bits_below:
+    elif np.isfinite(sens).all() and hi < 0:
         v = "supported"
     else:
         v = "inconclusive"

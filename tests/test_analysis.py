@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from loopkit import cli, config
-from loopkit.analysis import analyze_model, analyze_run, format_summary
+from loopkit.analysis import analyze_model, analyze_run, cluster_inputs, format_summary
 from loopkit.early_exit import from_trace, run_until_converged
 from loopkit.model import LoopedTransformer
 from loopkit.runs import load_run
+from loopkit.tasks.prefix_sums import held_out
 from loopkit.tracing import trace_set
 from loopkit.train import train
 from test_train import TINY
@@ -60,6 +61,19 @@ def test_analyze_run_writes_results_figures_and_table(tiny_run):
     for fig in ("residuals.png", "geometry.png", "sensitivity.png"):
         assert (tiny_run / "analysis" / fig).stat().st_size > 1000
     assert "len16" in format_summary(result)
+
+
+def test_end_state_clusters_take_more_inputs_than_the_eval_set_from_the_held_out_side(tiny_run):
+    """The clustering asks for more inputs (200) than the run evaluated (64): the set is made again
+    at that size from evaluation's generator, so every input is still a held-out test string."""
+    cfg, task, _, _ = load_run(tiny_run)
+    s = task.eval_sets()[0]
+    x = cluster_inputs(cfg, task, s, 200)
+    assert len(s.x) == 64 and x.shape == (200, s.x.shape[1])
+    assert held_out(x).all()  # length 8 has only 16 held-out strings: they repeat, none is a training one
+    assert torch.equal(cluster_inputs(cfg, task, s, 10), s.x[:10])
+    result = analyze_run(tiny_run, samples=2, max_iters=4, sets=["len8"], cluster_samples=200)
+    assert result["sets"]["len8"]["end_state_clusters"]["n_inputs"] == 200
 
 
 def test_cli_analyze_and_until_converged(tiny_run, capsys):

@@ -169,6 +169,10 @@ def cmd_claims(args: argparse.Namespace) -> None:
     runs = [r for r in args.run_dirs if (Path(r) / "eval" / "results.json").is_file()]
     if not runs:
         raise config.ConfigError(f"none of {' '.join(args.run_dirs)} is an evaluated run (no eval/results.json)")
+    left_out = [r for r in args.run_dirs if r not in runs]
+    if left_out:  # a sweep still running: say which runs the verdicts do not include
+        print(f"claims: left out {len(left_out)} folder(s) without eval/results.json: {' '.join(left_out)}",
+              file=sys.stderr)
     out = Path(args.out or os.path.commonpath([str(Path(r).resolve().parent) for r in runs]))
     check_output_folder(out, "output folder")
     result = write_claims(runs, out)

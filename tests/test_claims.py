@@ -127,6 +127,9 @@ def test_cli_writes_claims_next_to_the_runs(tmp_path, capsys):
     json.loads((tmp_path / "grid" / "claims.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert main(["claims", str(tmp_path / "nothing")]) == 2
     assert "is an evaluated run" in capsys.readouterr().err
+    (tmp_path / "grid" / "still_training").mkdir()
+    assert main(["claims", *map(str, runs), str(tmp_path / "grid" / "still_training")]) == 0
+    assert "left out 1 folder(s) without eval/results.json" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("none_bits", [0.1, 1.0])

@@ -48,16 +48,17 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iters: int, tol: f
                               rho_tol=rho_tol, readout=model.readout)
 
 
-def cluster_inputs(cfg, task: Task, s: EvalSet, n: int) -> Tensor:
-    """The first `n` inputs of the set `s`; when the run evaluated fewer, the same set regenerated
-    with `n` samples (same generator, seed and split as evaluation, so no training input enters).
-    A set read from a file, or a task that cannot make more, gives what it has."""
-    if len(s.x) >= n or "eval_samples" not in cfg.task:
-        return s.x[:n]
+def cluster_inputs(cfg, task: Task, sets: list[EvalSet], n: int) -> dict[str, Tensor]:
+    """The first `n` inputs of each set, by name; where the run evaluated fewer, the sets are made
+    once more with `n` samples (same generator, seed and split as evaluation, so no training input
+    enters). A set read from a file, or a task that cannot make more, gives what it has."""
+    have = {s.name: s.x[:n] for s in sets}
+    if all(len(x) >= n for x in have.values()) or "eval_samples" not in cfg.task:
+        return have
     more = build_task({**cfg.task, "eval_samples": n})
     more.cache_read_only = task.cache_read_only
-    bigger = {b.name: b for b in more.eval_sets()}.get(s.name)
-    return s.x[:n] if bigger is None or len(bigger.x) <= len(s.x) else bigger.x[:n]
+    bigger = {b.name: b.x[:n] for b in more.eval_sets() if b.name in have and len(b.x) > len(have[b.name])}
+    return {**have, **bigger}
 
 
 def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iters: int | None = None, tol: float | None = None,
@@ -80,6 +81,7 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iters: int | None
         chosen = [s for s in chosen if s.name in sets]
     results: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "max_iters": max_iters, "tol": tol,
                                "method": method, "samples": samples, "sets": {}}
+    many = cluster_inputs(cfg, task, chosen, cluster_samples)
     for i, s in enumerate(chosen, 1):
         started = time.perf_counter()
         with job(f"analyze {s.name} ({i}/{len(chosen)} sets)", "step", progress=progress):
@@ -87,7 +89,7 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iters: int | None
                                    method=method, min_sv_matvecs=min_sv_matvecs, sensitivity_norm=sensitivity_norm,
                                    rho_tol=rho_tol)
         with torch.no_grad():  # C1: how many distinct end states do many inputs reach?
-            x = cluster_inputs(cfg, task, s, cluster_samples).to(device)
+            x = many[s.name].to(device)
             report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iters).state)
         report["seconds"] = time.perf_counter() - started
         results["sets"][s.name] = report

@@ -68,10 +68,10 @@ def test_end_state_clusters_take_more_inputs_than_the_eval_set_from_the_held_out
     at that size from evaluation's generator, so every input is still a held-out test string."""
     cfg, task, _, _ = load_run(tiny_run)
     s = task.eval_sets()[0]
-    x = cluster_inputs(cfg, task, s, 200)
+    x = cluster_inputs(cfg, task, [s], 200)["len8"]
     assert len(s.x) == 64 and x.shape == (200, s.x.shape[1])
     assert held_out(x).all()  # length 8 has only 16 held-out strings: they repeat, none is a training one
-    assert torch.equal(cluster_inputs(cfg, task, s, 10), s.x[:10])
+    assert torch.equal(cluster_inputs(cfg, task, [s], 10)["len8"], s.x[:10])
     result = analyze_run(tiny_run, samples=2, max_iters=4, sets=["len8"], cluster_samples=200)
     assert result["sets"]["len8"]["end_state_clusters"]["n_inputs"] == 200
 

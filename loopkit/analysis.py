@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import atomic, fixedpoint
-from .config import ConfigError
+from .config import Config, ConfigError
 from .model import LoopedTransformer
 from .progress import advance, job
 from .runs import load_run
@@ -48,7 +48,7 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iters: int, tol: f
                               rho_tol=rho_tol, readout=model.readout)
 
 
-def cluster_inputs(cfg, task: Task, sets: list[EvalSet], n: int) -> dict[str, Tensor]:
+def cluster_inputs(cfg: Config, task: Task, sets: list[EvalSet], n: int) -> dict[str, Tensor]:
     """The first `n` inputs of each set, by name; where the run evaluated fewer, the sets are made
     once more with `n` samples (same generator, seed and split as evaluation, so no training input
     enters). A set read from a file, or a task that cannot make more, gives what it has."""

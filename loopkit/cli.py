@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import config
 from .checkpoint import CheckpointError
@@ -141,13 +142,28 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(f"ready in {time.perf_counter() - started:.0f} s")
 
 
+def check_stage_args(path: str, eval_args: list[str], analyze_args: list[str]) -> None:
+    """Parse a sweep's eval_args and analyze_args as those commands will, before any run starts: a
+    misspelt option would otherwise surface only when the first run reaches that stage, hours in."""
+    for stage, extra in (("eval", eval_args), ("analyze", analyze_args)):
+        command = build_parser().commands[stage]
+
+        def fail(message: str, stage: str = stage) -> NoReturn:
+            raise config.ConfigError(f"{path}: {stage}_args: {message}")
+
+        command.error = fail  # type: ignore[method-assign]
+        command.parse_intermixed_args(["RUN_DIR", *extra])
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from .sweep import load_sweep, run_sweep
 
     if args.workers < 1:
         raise config.ConfigError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out or Path("runs") / Path(args.sweep).stem)
     check_output_folder(out, "sweep folder")
+    sweep = load_sweep(args.sweep, out)
+    check_stage_args(args.sweep, sweep.eval_args, sweep.analyze_args)
     if args.threads < 0:
         raise config.ConfigError(f"--threads must be >= 0 (0: the cores split between the workers), got {args.threads}")
     failures = run_sweep(args.sweep, out, workers=args.workers, backend=args.backend, address=args.address,

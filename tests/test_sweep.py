@@ -101,3 +101,27 @@ def test_the_ray_backend_runs_a_sweep_on_a_local_instance(tmp_path):
     assert run_sweep(spec, tmp_path / "local", workers=2, progress=False) == []
     for name in ("recall-standard_seed-0", "recall-internal_seed-0"):
         assert metrics(tmp_path / "ray" / name) == metrics(tmp_path / "local" / name)
+
+
+def test_a_misspelt_stage_option_is_refused_before_any_run_starts(tmp_path, capsys):
+    from loopkit.cli import main
+
+    path = write_sweep(tmp_path / "s.yaml", stages=["train", "eval", "analyze"],
+                       analyze_args=["--samples", "4", "--sensitivity-norms"])
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "analyze_args" in err and "--sensitivity-norms" in err
+    assert not (tmp_path / "out").exists()
+
+    path = write_sweep(tmp_path / "t.yaml", eval_args=["--max-iters", "many"])
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "eval_args" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "loopkit" / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_loads_and_its_stage_options_parse(path, tmp_path):
+    from loopkit.cli import check_stage_args
+
+    sweep = load_sweep(path, tmp_path / "out")
+    assert sweep.points and len({p.name for p in sweep.points}) == len(sweep.points)
+    check_stage_args(str(path), sweep.eval_args, sweep.analyze_args)

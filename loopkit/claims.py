@@ -141,12 +141,13 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def mean_sd(v: np.ndarray) -> str:
-    v = v[np.isfinite(v)]
+    """Mean ± sd over the seeds that have the figure; "(k of n)" when some seeds lack it (a run not
+    analysed, or analysed before that diagnostic existed), so a partial mean never passes for a full one."""
+    n, v = len(v), v[np.isfinite(v)]
     if not len(v):
         return "–"
-    if len(v) == 1:
-        return f"{v[0]:.3g}"
-    return f"{v.mean():.3g} ± {v.std(ddof=1):.2g}"
+    text = f"{v[0]:.3g}" if len(v) == 1 else f"{v.mean():.3g} ± {v.std(ddof=1):.2g}"
+    return text if len(v) == n else f"{text} ({len(v)} of {n})"
 
 
 # -- the verdicts ------------------------------------------------------------------------------------

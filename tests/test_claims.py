@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from loopkit.claims import bootstrap_ci, claims, ranks, spearman, to_markdown
+from loopkit.claims import bootstrap_ci, claims, mean_sd, ranks, spearman, to_markdown
 from loopkit.cli import main
 
 
@@ -146,3 +146,10 @@ def test_c1_reports_retained_bits_without_deciding_on_them(tmp_path, none_bits):
     assert c1["verdict"] == "supported"
     assert c1["statistic"]["retained_bits_none_minus_recall"] == pytest.approx(none_bits + 0.01 - 1.0)
     assert "reported, not decided on" in c1["rule"]
+
+
+def test_a_figure_some_seeds_lack_says_how_many_it_is_over():
+    assert mean_sd(np.array([1.0, 3.0])) == "2 ± 1.4"
+    assert mean_sd(np.array([1.0, np.nan, 3.0])) == "2 ± 1.4 (2 of 3)"
+    assert mean_sd(np.array([5.0, np.nan])) == "5 (1 of 2)"
+    assert mean_sd(np.array([np.nan, np.nan])) == "–"

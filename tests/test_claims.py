@@ -15,7 +15,7 @@ from loopkit.cli import main
 
 def fake_run(root: Path, recall: str, norm: str, seed: int, *, id_best: float, ood_T: float, ood_best: float,
              rho: float = 0.8, init_dep: float = 0.01, sensitivity: float = 1.0, converged: float = 1.0,
-             retained_bits: float | None = None) -> Path:
+             retained_bits: float | None = None, solve_residual: float = 1e-6) -> Path:
     """A run folder with config.yaml, eval/results.json and analysis/results.json holding these figures."""
     run = root / f"{recall}_{norm}_s{seed}"
     (run / "eval").mkdir(parents=True)
@@ -27,7 +27,7 @@ def fake_run(root: Path, recall: str, norm: str, seed: int, *, id_best: float, o
     (run / "eval" / "results.json").write_text(json.dumps({"summary": summary, "train_iters": 8, "curves": {}}))
     sets = {name: {"reachability": {"converged_fraction": converged, "cycle_fraction": 0.0},
                    "geometry": {"spectral_radius": {"median": rho}, "spectral_norm": {"median": 2 * rho}},
-                   "sensitivity": {"relative": {"median": sensitivity}},
+                   "sensitivity": {"relative": {"median": sensitivity}, "linear_residual_max": solve_residual},
                    "init_dependence": {"spread": {"median": init_dep}},
                    "spread": {"relative_spread": 0.5}} for name in ("easy", "hard")}
     if retained_bits is not None:
@@ -153,3 +153,15 @@ def test_a_figure_some_seeds_lack_says_how_many_it_is_over():
     assert mean_sd(np.array([1.0, np.nan, 3.0])) == "2 ± 1.4 (2 of 3)"
     assert mean_sd(np.array([5.0, np.nan])) == "5 (1 of 2)"
     assert mean_sd(np.array([np.nan, np.nan])) == "–"
+
+
+def test_an_ift_figure_whose_linear_solve_failed_is_dropped_not_averaged(tmp_path):
+    from loopkit.claims import read_run
+
+    solved = read_run(fake_run(tmp_path, "standard", "outer", 0, id_best=1.0, ood_T=0.0, ood_best=0.9,
+                               sensitivity=0.5))
+    assert solved.values["sensitivity"] == pytest.approx(0.5)
+    failed = read_run(fake_run(tmp_path, "standard", "pre", 0, id_best=1.0, ood_T=0.0, ood_best=0.1,
+                               sensitivity=0.3, solve_residual=0.99))  # rho(J) = 1: GMRES made no progress
+    assert math.isnan(failed.values["sensitivity"])
+    assert failed.values["rho"] == pytest.approx(0.8)  # the other diagnostics of that run stand

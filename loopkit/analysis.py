@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import atomic, fixedpoint
+from .claims import ift_solved
 from .config import Config, ConfigError
 from .model import LoopedTransformer
 from .progress import advance, job
@@ -113,7 +114,8 @@ def summary_rows(results: dict) -> list[dict[str, Any]]:
             "cycles": reach["cycle_fraction"],
             "diverged": reach["diverged_fraction"],
             "spread": r["spread"]["relative_spread"],
-            "sensitivity": r["sensitivity"]["relative"]["median"] if "sensitivity" in r else None,
+            "sensitivity": r["sensitivity"]["relative"]["median"]
+            if "sensitivity" in r and ift_solved(r["sensitivity"]) else None,
             "init_dependence": r["init_dependence"]["spread"]["median"] if "init_dependence" in r else None,
             "rho": geo.get("spectral_radius", {}).get("median"),
             "rho_residual": geo.get("spectral_radius_residual", {}).get("max"),
@@ -121,7 +123,8 @@ def summary_rows(results: dict) -> list[dict[str, Any]]:
             "sigma_min": geo.get("sigma_min_I_minus_J", {}).get("median"),
             "attracting_fp": r.get("attractors", {}).get("fixed_point_fraction"),
             "attracting_cycle": r.get("attractors", {}).get("attracting_cycle_fraction"),
-            "sensitivity_norm": r["sensitivity_norm"]["relative"]["median"] if "sensitivity_norm" in r else None,
+            "sensitivity_norm": r["sensitivity_norm"]["relative"]["median"]
+            if "sensitivity_norm" in r and ift_solved(r["sensitivity_norm"]) else None,
             "clusters": r["end_state_clusters"]["clusters"] if "end_state_clusters" in r else None,
         })
     return rows
@@ -148,7 +151,9 @@ def format_summary(results: dict) -> str:
                  "||dh*/de v|| ||e|| / ||h*||; init-dep: spread of end states from different h_0; "
                  "rho-res: largest Ritz residual of rho(J) (restarted to --rho-tol); att.fp / att.cyc: share of "
                  "samples at an attracting fixed point (rho(J) < 1) / on an attracting cycle (Floquet "
-                 "multipliers inside the unit circle); |dh/de|: relative operator norm (--sensitivity-norm); states: "
+                 "multipliers inside the unit circle); |dh/de|: relative operator norm (--sensitivity-norm); "
+                 "sens and |dh/de| read '-' where a solve of "
+                 "(I - J) x = b stopped above a relative residual of 1e-3 (results.json keeps the number); states: "
                  "distinct end states (1 % of the state norm apart) of up to 200 inputs")
     return "\n".join(lines)
 

@@ -45,6 +45,11 @@ QUALITY = {"rho_residual": ("geometry", "spectral_radius_residual", "max")}
 # the number is GMRES's unfinished iterate, not dh*/de: the set's figure is dropped, not averaged in.
 SOLVED = 1e-3
 IFT_SECTIONS = ("sensitivity", "sensitivity_norm")
+
+
+def ift_solved(section: dict[str, Any]) -> bool:
+    """Whether an IFT figure's linear solves all reached SOLVED (figures without the record pass)."""
+    return section.get("linear_residual_max", 0.0) <= SOLVED
 ACCURACY = ("id_T", "id_best", "ood_T", "ood_best", "gain")
 SEED_KEY = "train.seed"
 LEARNT = 90.0  # ID exact (best T, %) below which a configuration has not learnt what it is judged on
@@ -86,7 +91,7 @@ def read_run(path: Path) -> Run:
     for name, (section, key, stat) in {**DIAGNOSTICS, **QUALITY}.items():
         per_set = [s[section][key] if stat is None else s[section][key][stat]
                    for s in sets.values() if section in s and s[section].get(key) is not None
-                   and not (section in IFT_SECTIONS and s[section].get("linear_residual_max", 0.0) > SOLVED)]
+                   and (section not in IFT_SECTIONS or ift_solved(s[section]))]
         values[name] = float(np.mean(per_set)) if per_set else math.nan
     return Run(path, run_switches(path), values)
 

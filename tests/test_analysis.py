@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from loopkit import cli, config
-from loopkit.analysis import analyze_model, analyze_run, cluster_inputs, format_summary
+from loopkit.analysis import analyze_model, analyze_run, cluster_inputs, format_summary, summary_rows
 from loopkit.early_exit import from_trace, run_until_converged
 from loopkit.model import LoopedTransformer
 from loopkit.runs import load_run
@@ -61,6 +61,9 @@ def test_analyze_run_writes_results_figures_and_table(tiny_run):
     for fig in ("residuals.png", "geometry.png", "sensitivity.png"):
         assert (tiny_run / "analysis" / fig).stat().st_size > 1000
     assert "len16" in format_summary(result)
+    # an IFT solve that stopped far from its tolerance gives no sensitivity in the table, not its iterate
+    result["sets"]["len16"]["sensitivity"]["linear_residual_max"] = 0.99
+    assert summary_rows(result)[0]["sensitivity"] is None
 
 
 def test_end_state_clusters_take_more_inputs_than_the_eval_set_from_the_held_out_side(tiny_run):

@@ -56,6 +56,10 @@ LEARNT = 90.0  # ID exact (best T, %) below which a configuration has not learnt
 COMPETITIVE = 5.0  # C3: internal recall is "competitive" when it is at most this many points behind
 MIN_SEEDS = 3  # a verdict other than "inconclusive" needs learnt runs from this many seeds per group compared
 SEEDS_RULE = f"; a verdict other than inconclusive needs learnt runs from >= {MIN_SEEDS} seeds in every group compared"
+# C4: a rank correlation over fewer runs decides nothing. On 5 pairs a percentile bootstrap can exclude 0
+# for a Spearman of -0.9 whose exact permutation p-value is 0.08; from 8 pairs on, the permutation test
+# itself can reject at 0.05 (|rho| >= 0.72).
+MIN_RUNS_C4 = 8
 
 
 @dataclass
@@ -299,8 +303,8 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
             "diagnostic and the extrapolation gain, with a "
             "bootstrap interval over runs; supported when the interval excludes 0 for rho(J) or init-dependence in the "
             "expected direction (negative: unstable or start-dependent maps extrapolate less) and for neither in the "
-            "opposite one; contradicted when one of them excludes 0 in the opposite direction; otherwise inconclusive"
-            + SEEDS_RULE)
+            "opposite one; contradicted when one of them excludes 0 in the opposite direction; otherwise inconclusive; "
+            f"a correlation over fewer than {MIN_RUNS_C4} runs decides nothing" + SEEDS_RULE)
     runs = [r for r in runs if learnt(r)]  # a run that never learnt has no extrapolation to explain
     gain = np.array([r.values["gain"] for r in runs])
     table = {}
@@ -315,7 +319,11 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
         return {"verdict": "inconclusive",
                 "why": f"needs >= 3 analysed runs that learnt their training distribution (have {len(runs)})",
                 "rule": rule}
-    key = [table[k] for k in ("rho", "init_dependence") if k in table]
+    key = [table[k] for k in ("rho", "init_dependence") if k in table and table[k]["runs"] >= MIN_RUNS_C4]
+    if not key:
+        return {"verdict": "inconclusive", "statistic": table, "rule": rule,
+                "why": f"rho(J) and init-dependence are known on fewer than {MIN_RUNS_C4} learnt runs "
+                       f"(have {max((table[k]['runs'] for k in ('rho', 'init_dependence') if k in table), default=0)})"}
     if any(t["ci"][0] > 0 for t in key):
         v = "contradicted"
     elif any(t["ci"][1] < 0 for t in key):

@@ -165,3 +165,16 @@ def test_an_ift_figure_whose_linear_solve_failed_is_dropped_not_averaged(tmp_pat
                                sensitivity=0.3, solve_residual=0.99))  # rho(J) = 1: GMRES made no progress
     assert math.isnan(failed.values["sensitivity"])
     assert failed.values["rho"] == pytest.approx(0.8)  # the other diagnostics of that run stand
+
+
+def test_a_correlation_over_too_few_runs_decides_nothing(tmp_path):
+    """Six learnt runs (six seeds) whose rho(J) ranks the gain perfectly in reverse: the statistic and
+    its interval are reported, but six pairs are too few for a verdict on C4; two more decide it."""
+    def grid(n):
+        return [fake_run(tmp_path / str(n), "standard", "outer", seed, id_best=1.0, ood_T=0.1,
+                         ood_best=0.9 - 0.05 * seed, rho=0.5 + 0.05 * seed) for seed in range(n)]
+    c4 = claims(grid(6))["verdicts"]["C4"]
+    rho = c4["statistic"]["rho"]
+    assert rho["runs"] == 6 and rho["spearman"] == pytest.approx(-1.0) and rho["ci"][1] < 0
+    assert c4["verdict"] == "inconclusive" and "fewer than 8 learnt runs (have 6)" in c4["why"]
+    assert claims(grid(8))["verdicts"]["C4"]["verdict"] == "supported"

@@ -631,3 +631,20 @@ def test_geometry_restarts_rho_to_its_stated_tolerance() -> None:
     full = geometry(f, h, e, krylov_dim=4, min_sv=False, rho_tol=1e-6, rho_restarts=400)
     assert full["spectral_radius_residual"].item() <= 1e-6
     assert abs(full["spectral_radius"].item() - 0.9) < 1e-3
+
+
+def test_the_sensitivity_norm_is_skipped_where_the_ift_solve_cannot_converge() -> None:
+    """f = h + e has J = I: (I - J) u = b has no solution, the one-direction solve stops at residual
+    1, and the operator norm is skipped with the reason instead of 32 solves run to their cap. A
+    contraction (f = h / 2 + e, ||dh*/de|| = 2) gets its norm."""
+    e = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=DT)
+    h0 = torch.zeros(3, 4, dtype=DT)
+    stuck = analyze(lambda h, x: h + x, e, h0, max_iters=20, with_geometry=False, with_sensitivity_norm=True,
+                    skip_norm_above=1e-3)
+    assert stuck["sensitivity"]["linear_residual_max"] > 0.9
+    assert "near-singular" in stuck["sensitivity_norm"]["skipped"]
+    assert stuck["sensitivity_norm"]["linear_residual_max"] == stuck["sensitivity"]["linear_residual_max"]
+    fine = analyze(lambda h, x: 0.5 * h + x, e, h0, max_iters=200, tol=1e-12, with_geometry=False,
+                   with_sensitivity_norm=True, skip_norm_above=1e-3)
+    assert "skipped" not in fine["sensitivity_norm"]
+    assert fine["sensitivity_norm"]["norm"]["median"] == pytest.approx(2.0, rel=1e-4)

@@ -634,8 +634,8 @@ def test_geometry_restarts_rho_to_its_stated_tolerance() -> None:
 
 
 def test_the_sensitivity_norm_is_skipped_where_the_ift_solve_cannot_converge() -> None:
-    """f = h + e has J = I: (I - J) u = b has no solution, the one-direction solve stops at residual
-    1, and the operator norm is skipped with the reason instead of 32 solves run to their cap. A
+    """f = h + e has J = I: (I - J) u = b has no solution, the first solve stops at residual 1, and
+    the operator norm is abandoned with the reason instead of 32 solves run to their cap. A
     contraction (f = h / 2 + e, ||dh*/de|| = 2) gets its norm."""
     e = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=DT)
     h0 = torch.zeros(3, 4, dtype=DT)
@@ -643,7 +643,7 @@ def test_the_sensitivity_norm_is_skipped_where_the_ift_solve_cannot_converge() -
                     skip_norm_above=1e-3)
     assert stuck["sensitivity"]["linear_residual_max"] > 0.9
     assert "near-singular" in stuck["sensitivity_norm"]["skipped"]
-    assert stuck["sensitivity_norm"]["linear_residual_max"] == stuck["sensitivity"]["linear_residual_max"]
+    assert stuck["sensitivity_norm"]["linear_residual_max"] > 0.9 and "norm" not in stuck["sensitivity_norm"]
     fine = analyze(lambda h, x: 0.5 * h + x, e, h0, max_iters=200, tol=1e-12, with_geometry=False,
                    with_sensitivity_norm=True, skip_norm_above=1e-3)
     assert "skipped" not in fine["sensitivity_norm"]

@@ -222,17 +222,27 @@ def initial_state_dependence(
 class SensitivityNorm:
     """||dh*/de||_2 per sample: the operator norm of S = (I - J)^{-1} (df/de)."""
 
-    value: Tensor  # (B,) largest singular value of S
+    value: Tensor  # (B,) largest singular value of S (nan when given up)
     relative: Tensor  # (B,) value * ||e|| / ||h*||
     residual: Tensor  # (B,) relative Ritz residual of the Lanczos estimate on S^T S
     linear_residual: Tensor  # (B,) worst residual of the inner (I - J) and (I - J)^T solves
+    gave_up_above: float | None = None  # set when a solve stopped above this residual and the estimate was abandoned
 
     def summary(self) -> dict:
+        if self.gave_up_above is not None:
+            worst = self.linear_residual.max().item()
+            return to_jsonable({"skipped": f"an IFT solve stopped at relative residual {worst:.2g} > "
+                                           f"{self.gave_up_above:g}: I - J is near-singular at these end states",
+                                "linear_residual_max": worst})
         return to_jsonable({"norm": _stats(self.value), "relative": _stats(self.relative),
                             "ritz_residual_max": self.residual.max().item() if self.value.numel() else None,
                             "linear_residual_max": self.linear_residual.max().item() if self.value.numel() else None,
                             "per_sample": {"norm": self.value, "relative": self.relative,
                                            "ritz_residual": self.residual}})
+
+
+class _Unsolvable(Exception):
+    """Raised out of the Lanczos loop when an inner solve cannot reach the asked residual."""
 
 
 @torch.no_grad()
@@ -247,13 +257,17 @@ def sensitivity_norm(
     seed: int = 0,
     mode: str = "auto",
     eps: float = 1e-12,
+    give_up_above: float | None = None,
 ) -> SensitivityNorm:
     """The worst-case input sensitivity ||dh*/de||_2 per sample, not one random direction.
 
     S v = (I - J)^{-1} (df/de) v and S^T w = (df/de)^T (I - J)^{-T} w each cost one GMRES solve
     (JVPs, resp. VJPs); Lanczos on S^T S (the Krylov form of power iteration) gives the top
     singular value. About 2 x krylov_dim x (restarts + 1) solves: the expensive option, kept
-    beside the one-direction `sensitivity`.
+    beside the one-direction `sensitivity`. With ``give_up_above`` the estimate is abandoned
+    (values nan, ``gave_up_above`` set) as soon as one solve stops above that relative residual:
+    where I - J is near-singular every later solve runs to its cap too (tens of minutes on a CPU)
+    and the result would be an unfinished iterate, not dh*/de.
     """
     lin = f if isinstance(f, Linearization) else Linearization(f, h_star, e, mode)  # type: ignore[arg-type]
     solve_tol = 1e-10 if lin.h.dtype == torch.float64 else 1e-5
@@ -264,9 +278,15 @@ def sensitivity_norm(
         a = solve_i_minus(lin.jvp, lin.jvp_e(v), tol=solve_tol)
         b = solve_i_minus(lin.vjp, a.x, tol=solve_tol)
         worst = torch.maximum(worst, torch.maximum(a.residual, b.residual).to(worst))
+        if give_up_above is not None and worst.max() > give_up_above:
+            raise _Unsolvable
         return lin.vjp_e(b.x)
 
-    r = top_ritz(sts, random_unit(lin.e, seed), krylov_dim=krylov_dim, restarts=restarts, tol=tol, symmetric=True)
+    try:
+        r = top_ritz(sts, random_unit(lin.e, seed), krylov_dim=krylov_dim, restarts=restarts, tol=tol, symmetric=True)
+    except _Unsolvable:
+        nan = torch.full_like(worst, math.nan)
+        return SensitivityNorm(nan, nan, nan, worst, gave_up_above=give_up_above)
     value = r.value.clamp_min(0).sqrt()
     rel = value * bnorm(lin.e) / bnorm(lin.h).clamp_min(eps)
     return SensitivityNorm(value, rel, r.residual, worst)

@@ -153,7 +153,8 @@ def format_summary(results: dict) -> str:
                  "samples at an attracting fixed point (rho(J) < 1) / on an attracting cycle (Floquet "
                  "multipliers inside the unit circle); |dh/de|: relative operator norm (--sensitivity-norm); "
                  "sens and |dh/de| read '-' where a solve of "
-                 "(I - J) x = b stopped above a relative residual of 1e-3 (results.json keeps the number); states: "
+                 "(I - J) x = b stopped above a relative residual of 1e-3 (results.json keeps sens's unfinished "
+                 "number; |dh/de| is abandoned at the first such solve and says so); states: "
                  "distinct end states (1 % of the state norm apart) of up to 200 inputs")
     return "\n".join(lines)
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import atomic
-from .config import Config
+from .config import POSITION_ALIASES, Config
 from .errors import ConfigError, LoopkitError
 
 
@@ -233,6 +233,11 @@ def find(run_dir: Path, name: str | None = None, full: bool = False, use: str = 
         raise
 
 
+def _meaning(key: str, value: Any) -> Any:
+    """What a model switch's value builds: an older name of a position means its current one."""
+    return POSITION_ALIASES.get(value, value) if key == "position" else value
+
+
 def check_same_model(stored: dict[str, Any], cfg: Config, where: Path) -> None:
     """Refuse a checkpoint whose architecture differs from the config, naming every difference."""
     model, task = stored.get("model"), stored.get("task")
@@ -241,7 +246,7 @@ def check_same_model(stored: dict[str, Any], cfg: Config, where: Path) -> None:
     diffs = [
         f"model.{k}: checkpoint has {model.get(k)!r}, config has {v!r}"
         for k, v in cfg.to_dict()["model"].items()
-        if model.get(k) != v
+        if _meaning(k, model.get(k)) != _meaning(k, v)
     ]
     if task.get("name") != cfg.task.get("name"):
         diffs.append(f"task.name: checkpoint has {task.get('name')!r}, config has {cfg.task.get('name')!r}")

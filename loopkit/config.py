@@ -16,6 +16,9 @@ import yaml
 from .errors import ConfigError
 from .sections import build_section
 
+# older names of a model.position, each the same architecture as the name it maps to
+POSITION_ALIASES = {"grid": "axes", "board": "axes"}
+
 
 @dataclass
 class ModelConfig:
@@ -36,7 +39,8 @@ class ModelConfig:
     # learned: absolute embeddings (fixed-size boards only); axes: a learned embedding per axis the
     # task's layout declares (sudoku: row, column, box -- the structure the rules are written in;
     # chess: rank, file, diagonal, anti-diagonal -- the lines pieces move along); none: nothing.
-    # grid and board are older names of axes (runs made before tasks declared their axes)
+    # grid and board are older names of axes (runs made before tasks declared their axes): the same
+    # architecture, so their checkpoints resume under axes (POSITION_ALIASES)
     position: Literal["relative", "learned", "axes", "grid", "board", "none"] = "relative"
     max_distance: int = 8  # relative offsets beyond this share one bias
     window: int = 0  # >0: attend only to |i - j| <= window (a local operator, like a conv kernel)

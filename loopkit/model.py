@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .config import POSITION_ALIASES, ModelConfig
 from .layout import SEQUENCE, Layout
 
-AXES_POSITIONS = ("axes", "grid", "board")  # grid, board: the names axes had before tasks declared them
+AXES_POSITIONS = ("axes", *POSITION_ALIASES)  # grid, board: the names axes had before tasks declared them
 
 
 def make_norm(kind: str, width: int) -> nn.Module:

@@ -264,3 +264,30 @@ def test_resume_keeps_the_record_true(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 12
     record = json.loads((run / "config_changes.jsonl").read_text())
     assert record == {"step": 10, "changes": ["train.steps: 10 -> 12"]}
+
+
+def test_an_older_name_of_a_position_resumes_under_its_current_name():
+    """position grid (before tasks declared their axes) builds what axes builds: a checkpoint saved
+    under grid resumes under axes; a genuinely different position is still refused."""
+    cfg = config.load(Path(__file__).parent.parent / "loopkit" / "configs" / "sudoku.yaml", ["model.position=axes"])
+    stored = cfg.to_dict()
+    stored["model"]["position"] = "grid"
+    checkpoint.check_same_model(stored, cfg, Path("ckpt"))
+    stored["model"]["position"] = "relative"
+    with pytest.raises(CheckpointError, match="model.position: checkpoint has 'relative', config has 'axes'"):
+        checkpoint.check_same_model(stored, cfg, Path("ckpt"))
+
+
+def test_a_checkpoint_written_under_older_key_names_resumes_without_a_recipe_change():
+    """train.iters / train.iters_min / eval.iters are the older names of the max_iters / min_iters
+    keys: a run saved under them resumes unchanged, and a real difference is still named."""
+    from loopkit.train import config_changes
+
+    cfg = config.load(None, TINY + ["train.steps=10"])
+    stored = cfg.to_dict()
+    stored["train"]["iters"] = stored["train"].pop("max_iters")
+    stored["train"]["iters_min"] = stored["train"].pop("min_iters")
+    stored["eval"]["iters"] = stored["eval"].pop("max_iters")
+    assert config_changes(stored, cfg) == []
+    stored["train"]["iters"] += 1
+    assert config_changes(stored, cfg) == [f"train.max_iters: {cfg.train.max_iters + 1} -> {cfg.train.max_iters}"]

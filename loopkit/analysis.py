@@ -46,7 +46,7 @@ def analyze_model(model: LoopedTransformer, x: Tensor, *, max_iters: int, tol: f
     return fixedpoint.analyze(f, e, h0, method=method, max_iters=max_iters, tol=tol, h0s=starts, n_inits=n_inits,
                               krylov_dim=krylov_dim, seed=seed, with_min_sv=min_sv_matvecs > 0,
                               min_sv_matvecs=min_sv_matvecs, with_sensitivity_norm=sensitivity_norm,
-                              skip_norm_above=SOLVED, rho_tol=rho_tol, readout=model.readout)
+                              norm_give_up_above=SOLVED, rho_tol=rho_tol, readout=model.readout)
 
 
 def cluster_inputs(cfg: Config, task: Task, sets: list[EvalSet], n: int) -> dict[str, Tensor]:

@@ -640,11 +640,11 @@ def test_the_sensitivity_norm_is_skipped_where_the_ift_solve_cannot_converge() -
     e = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=DT)
     h0 = torch.zeros(3, 4, dtype=DT)
     stuck = analyze(lambda h, x: h + x, e, h0, max_iters=20, with_geometry=False, with_sensitivity_norm=True,
-                    skip_norm_above=1e-3)
+                    norm_give_up_above=1e-3)
     assert stuck["sensitivity"]["linear_residual_max"] > 0.9
     assert "near-singular" in stuck["sensitivity_norm"]["skipped"]
     assert stuck["sensitivity_norm"]["linear_residual_max"] > 0.9 and "norm" not in stuck["sensitivity_norm"]
     fine = analyze(lambda h, x: 0.5 * h + x, e, h0, max_iters=200, tol=1e-12, with_geometry=False,
-                   with_sensitivity_norm=True, skip_norm_above=1e-3)
+                   with_sensitivity_norm=True, norm_give_up_above=1e-3)
     assert "skipped" not in fine["sensitivity_norm"]
     assert fine["sensitivity_norm"]["norm"]["median"] == pytest.approx(2.0, rel=1e-4)

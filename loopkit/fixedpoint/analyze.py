@@ -30,7 +30,7 @@ def analyze(
     with_geometry: bool = True,
     with_min_sv: bool = True,
     with_sensitivity_norm: bool = False,
-    skip_norm_above: float | None = None,
+    norm_give_up_above: float | None = None,
     readout: Callable[[Tensor], Tensor] | None = None,
     min_sv_matvecs: int = 4000,
     krylov_dim: int = 20,
@@ -55,7 +55,7 @@ def analyze(
     - rho(J) restarts Arnoldi (up to ``rho_restarts`` cycles) until every Ritz residual is at
       most ``rho_tol``; the residuals and the share at tolerance are reported beside rho.
     - ``with_sensitivity_norm`` adds ||dh*/de||_2 (the worst direction; two solves per product).
-      With ``skip_norm_above`` it is abandoned, and says why, as soon as one of its solves stops
+      With ``norm_give_up_above`` it is abandoned, and says why, as soon as one of its solves stops
       above that relative residual (I - J near-singular, as at rho(J) = 1: each of its ~32 solves
       would run to its cap, tens of minutes on a CPU, for an unfinished iterate).
     - With geometry, "attractors" says per sample whether the end state is an attracting fixed
@@ -103,7 +103,7 @@ def analyze(
         report["geometry"] = summary
     if with_sensitivity_norm:
         report["sensitivity_norm"] = sensitivity_norm(f, h_star, e, seed=seed, mode=mode,
-                                                      give_up_above=skip_norm_above).summary()
+                                                      give_up_above=norm_give_up_above).summary()
     if with_geometry:
         report["attractors"] = attractors(f, res, e, geo["spectral_radius"], readout=readout, mode=mode, seed=seed)
     report["seconds"] = time.perf_counter() - t0

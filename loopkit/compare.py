@@ -45,8 +45,8 @@ def run_switches(run_dir: Path) -> dict[str, Any]:
     cfg = (config.read_yaml(path) or {}) if path.is_file() else {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path} is damaged: not a mapping of sections")
-    flat = dict(cfg.get("model", {}))
-    train = config.current_names("train", cfg.get("train", {}))  # runs saved under older key names match
+    flat = config.as_recorded("model", cfg.get("model"))  # runs saved before a rename or a new key match
+    train = config.as_recorded("train", cfg.get("train"))
     flat.update({f"train.{k}": v for k, v in train.items() if f"train.{k}" not in IGNORED})
     return flat
 

@@ -141,6 +141,19 @@ def current_names(section: str, values: Any) -> Any:
     return out
 
 
+def as_recorded(section: str, values: Any) -> dict[str, Any]:
+    """A section of a run's recorded config read as loopkit reads it now, so that runs made before a
+    rename or a new key compare equal to runs made after: older key names under their current ones,
+    keys added since at their defaults (which they had then too), an older position name as its
+    current one."""
+    out = current_names(section, values if isinstance(values, dict) else {})
+    if section in SECTIONS:
+        out = {**dataclasses.asdict(SECTIONS[section]()), **out}
+    if section == "model" and out.get("position") in POSITION_ALIASES:
+        out["position"] = POSITION_ALIASES[out["position"]]
+    return out
+
+
 def from_dict(raw: dict[str, Any]) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("a config file must hold a mapping with sections task, model, train, eval")

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import atomic, checkpoint, config, fixedpoint, precision, runfolder
-from .config import SECTIONS, Config, TrainConfig, dump
+from .config import Config, TrainConfig, dump
 from .errors import ConfigError, LoopkitError
 from .model import LoopedTransformer
 from .runs import build_model
@@ -297,10 +297,7 @@ def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
     new = cfg.to_dict()
     changes = []
     for section in ("train", "task", "eval"):
-        # a key added to loopkit after the run was made holds its default, which it had then too;
-        # a key renamed since (train.iters -> train.max_iters) is read under its current name
-        defaults = dataclasses.asdict(SECTIONS[section]()) if section in SECTIONS else {}
-        old_s, new_s = {**defaults, **config.current_names(section, stored.get(section, {}) or {})}, new[section]
+        old_s, new_s = config.as_recorded(section, stored.get(section)), new[section]
         for key in sorted(set(old_s) | set(new_s)):
             name = f"{section}.{key}"
             if name not in RESUME_FREE and old_s.get(key) != new_s.get(key):

@@ -61,3 +61,22 @@ def test_runs_saved_under_older_key_names_group_with_current_ones(tmp_path):
         text = f"model: {{recall: standard}}\ntrain: {{{key}: 40, lr: 0.002}}\n"
         (tmp_path / name / "config.yaml").write_text(text)
     assert run_switches(tmp_path / "old") == run_switches(tmp_path / "new")
+
+
+def test_runs_made_before_a_new_key_or_a_position_rename_group_with_current_ones(tmp_path):
+    """An older run lacks train.adam_beta2 (added since, at the default it had then) and says position
+    grid (the older name of axes): the same configuration as a current run that spells both out."""
+    from loopkit.compare import run_switches
+    from loopkit.config import TrainConfig
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text("model: {recall: internal, position: grid}\ntrain: {iters: 16}\n")
+    beta2 = TrainConfig().adam_beta2
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.yaml").write_text(
+        f"model: {{recall: internal, position: axes}}\ntrain: {{max_iters: 16, adam_beta2: {beta2}}}\n")
+    assert run_switches(tmp_path / "old") == run_switches(tmp_path / "new")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.yaml").write_text(
+        "model: {recall: internal, position: axes}\ntrain: {adam_beta2: 0.9}\n")
+    assert run_switches(tmp_path / "other")["train.adam_beta2"] == 0.9 != beta2

@@ -67,6 +67,7 @@ class Run:
     path: Path
     switches: dict[str, Any]
     values: dict[str, float]  # ACCURACY in % and DIAGNOSTICS (NaN when not analysed)
+    ood_best_by_set: dict[str, float] = field(default_factory=dict)  # exact at the best T in %, per OOD set
 
 
 @dataclass
@@ -97,7 +98,7 @@ def read_run(path: Path) -> Run:
                    for s in sets.values() if section in s and s[section].get(key) is not None
                    and (section not in IFT_SECTIONS or ift_solved(s[section]))]
         values[name] = float(np.mean(per_set)) if per_set else math.nan
-    return Run(path, run_switches(path), values)
+    return Run(path, run_switches(path), values, {n: 100 * summary[n]["best_exact"] for n in names[1:]})
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -276,7 +277,8 @@ def verdict_c3(groups: list[Group]) -> dict[str, Any]:
     rule = (f"paired by seed, internal - standard recall (norm=outer, default h_0), seeds where both learnt their "
             f"training distribution, in OOD exact at the best T: supported (competitive) when the bootstrap interval "
             f"of the mean paired difference lies above -{COMPETITIVE:g} points, contradicted when it lies below "
-            f"-{COMPETITIVE:g}; otherwise inconclusive; needs >= {MIN_SEEDS} such seeds")
+            f"-{COMPETITIVE:g}; otherwise inconclusive; needs >= {MIN_SEEDS} such seeds; the same difference per OOD "
+            f"set (difficulty) is reported beside it, not decided on")
 
     def placement(recall: str) -> dict[Any, Run]:
         """seed -> run of this recall placement with outer norm; controls (init_state=input) are not it."""
@@ -295,7 +297,20 @@ def verdict_c3(groups: list[Group]) -> dict[str, Any]:
     lo, hi = bootstrap_ci(lambda x: x.mean(), d)
     v = "supported" if lo > -COMPETITIVE else "contradicted" if hi < -COMPETITIVE else "inconclusive"
     return {"verdict": v, "statistic": {"seeds": seeds, "paired_differences": d.tolist(), "mean": float(d.mean()),
-                                        "ci": [lo, hi]}, "rule": rule}
+                                        "ci": [lo, hi], "per_difficulty": _paired_by_set(internal, standard, seeds)},
+            "rule": rule}
+
+
+def _paired_by_set(internal: dict[Any, Run], standard: dict[Any, Run], seeds: list[Any]) -> dict[str, Any]:
+    """internal - standard per OOD set (difficulty): where the placements part ways can hide in the mean."""
+    sets = [n for n in internal[seeds[0]].ood_best_by_set
+            if all(n in internal[s].ood_best_by_set and n in standard[s].ood_best_by_set for s in seeds)]
+    out = {}
+    for name in sets:
+        d = np.array([internal[s].ood_best_by_set[name] - standard[s].ood_best_by_set[name] for s in seeds])
+        lo, hi = bootstrap_ci(lambda x: x.mean(), d)
+        out[name] = {"paired_differences": d.tolist(), "mean": float(d.mean()), "ci": [lo, hi]}
+    return out
 
 
 def verdict_c4(runs: list[Run]) -> dict[str, Any]:

@@ -79,6 +79,27 @@ def test_a_grid_that_follows_the_paper_gets_every_claim_supported(tmp_path):
     assert "rule:" in to_markdown(result)
 
 
+def test_c3_reports_the_paired_difference_per_difficulty_where_the_mean_hides_it(tmp_path):
+    """internal recall 10 points ahead on medium and 10 behind on expert, every seed: the pooled
+    difference is 0, the per-difficulty ones are +10 and -10 with intervals that say so."""
+    runs = []
+    for seed in range(3):
+        for recall, (medium, expert) in {"internal": (0.5, 0.1), "standard": (0.4, 0.2)}.items():
+            run = fake_run(tmp_path, recall, "outer", seed, id_best=1.0, ood_T=0.0, ood_best=0.0)
+            summary = {"easy": {"exact_at_train_T": 1.0, "best_exact": 1.0},
+                       "medium": {"exact_at_train_T": 0.0, "best_exact": medium + 0.01 * seed},
+                       "expert": {"exact_at_train_T": 0.0, "best_exact": expert + 0.01 * seed}}
+            (run / "eval" / "results.json").write_text(json.dumps({"summary": summary, "train_iters": 8, "curves": {}}))
+            runs.append(run)
+    c3 = claims(runs)["verdicts"]["C3"]["statistic"]
+    assert c3["paired_differences"] == pytest.approx([0.0, 0.0, 0.0])
+    by_set = c3["per_difficulty"]
+    assert list(by_set) == ["medium", "expert"]
+    assert by_set["medium"]["paired_differences"] == pytest.approx([10.0] * 3)
+    assert by_set["medium"]["ci"] == pytest.approx([10.0, 10.0])
+    assert by_set["expert"]["mean"] == pytest.approx(-10.0)
+
+
 def test_the_same_figures_on_two_seeds_decide_nothing(tmp_path):
     """Fewer than three seeds per group: every verdict is inconclusive, and says what the statistic
     alone would have given and how many seeds there were."""

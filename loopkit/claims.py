@@ -293,24 +293,22 @@ def verdict_c3(groups: list[Group]) -> dict[str, Any]:
         return {"verdict": "inconclusive", "rule": rule,
                 "why": "needs internal and standard recall (norm=outer) that both learnt their training distribution "
                        f"on >= {MIN_SEEDS} common seeds (have {len(seeds)})"}
-    d = np.array([internal[s].values["ood_best"] - standard[s].values["ood_best"] for s in seeds])
-    lo, hi = bootstrap_ci(lambda x: x.mean(), d)
+    pooled = _paired([internal[s].values["ood_best"] - standard[s].values["ood_best"] for s in seeds])
+    lo, hi = pooled["ci"]
     v = "supported" if lo > -COMPETITIVE else "contradicted" if hi < -COMPETITIVE else "inconclusive"
-    return {"verdict": v, "statistic": {"seeds": seeds, "paired_differences": d.tolist(), "mean": float(d.mean()),
-                                        "ci": [lo, hi], "per_difficulty": _paired_by_set(internal, standard, seeds)},
-            "rule": rule}
-
-
-def _paired_by_set(internal: dict[Any, Run], standard: dict[Any, Run], seeds: list[Any]) -> dict[str, Any]:
-    """internal - standard per OOD set (difficulty): where the placements part ways can hide in the mean."""
+    # per OOD set (difficulty), reported not decided on: where the placements part ways can hide in the mean
     sets = [n for n in internal[seeds[0]].ood_best_by_set
             if all(n in internal[s].ood_best_by_set and n in standard[s].ood_best_by_set for s in seeds)]
-    out = {}
-    for name in sets:
-        d = np.array([internal[s].ood_best_by_set[name] - standard[s].ood_best_by_set[name] for s in seeds])
-        lo, hi = bootstrap_ci(lambda x: x.mean(), d)
-        out[name] = {"paired_differences": d.tolist(), "mean": float(d.mean()), "ci": [lo, hi]}
-    return out
+    by_set = {n: _paired([internal[s].ood_best_by_set[n] - standard[s].ood_best_by_set[n] for s in seeds])
+              for n in sets}
+    return {"verdict": v, "statistic": {"seeds": seeds, **pooled, "per_difficulty": by_set}, "rule": rule}
+
+
+def _paired(differences: list[float]) -> dict[str, Any]:
+    """Paired differences with their mean and its bootstrap interval over the pairs."""
+    d = np.array(differences)
+    lo, hi = bootstrap_ci(lambda x: x.mean(), d)
+    return {"paired_differences": d.tolist(), "mean": float(d.mean()), "ci": [lo, hi]}
 
 
 def verdict_c4(runs: list[Run]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .compare import load_results, run_switches
+from .compare import MISSING, expect, load_results, read_json, run_config, run_switches, run_task
 from .config import ConfigError
 from .progress import advance, job
 
@@ -68,6 +68,9 @@ class Run:
     switches: dict[str, Any]
     values: dict[str, float]  # ACCURACY in % and DIAGNOSTICS (NaN when not analysed)
     ood_best_by_set: dict[str, float] = field(default_factory=dict)  # exact at the best T in %, per OOD set
+    task: str = ""
+    results: dict[str, Any] = field(default_factory=dict)  # eval/results.json, checked
+    by_set: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> the diagnostics it has
 
 
 @dataclass
@@ -81,7 +84,8 @@ class Group:
 
 
 def read_run(path: Path) -> Run:
-    res = load_results(path)
+    res = load_results(path, summary=True)
+    cfg = run_config(path)
     summary = res["summary"]
     names = list(summary)
     first, rest = summary[names[0]], [summary[n] for n in names[1:]]
@@ -91,14 +95,45 @@ def read_run(path: Path) -> Run:
     values["ood_T"] = 100 * float(np.mean(at_t[1:])) if rest else math.nan
     values["ood_best"] = 100 * float(np.mean([s["best_exact"] for s in rest])) if rest else math.nan
     values["gain"] = values["ood_best"] - values["ood_T"]
-    analysis = path / "analysis" / "results.json"
-    sets = json.loads(analysis.read_text())["sets"] if analysis.is_file() else {}
-    for name, (section, key, stat) in {**DIAGNOSTICS, **QUALITY}.items():
-        per_set = [s[section][key] if stat is None else s[section][key][stat]
-                   for s in sets.values() if section in s and s[section].get(key) is not None
-                   and (section not in IFT_SECTIONS or ift_solved(s[section]))]
+    by_set = read_analysis(path)
+    for name in (*DIAGNOSTICS, *QUALITY):
+        per_set = [d[name] for d in by_set.values() if name in d]
         values[name] = float(np.mean(per_set)) if per_set else math.nan
-    return Run(path, run_switches(path), values, {n: 100 * summary[n]["best_exact"] for n in names[1:]})
+    return Run(path, run_switches(path, cfg), values, {n: 100 * summary[n]["best_exact"] for n in names[1:]},
+               run_task(cfg), res, by_set)
+
+
+def read_analysis(path: Path) -> dict[str, dict[str, float]]:
+    """Eval set -> the DIAGNOSTICS and QUALITY figures `loopkit analyze` found for it; {} for a run not
+    analysed (optional), but a damaged analysis is an error naming the file rather than a traceback."""
+    file = path / "analysis" / "results.json"
+    if not file.is_file():
+        return {}
+    again = f"run `loopkit analyze {path} --force` again"
+    res = read_json(file, again)
+    if "sets" not in res:
+        raise ConfigError(f"{file}: no sets (the file is not what `loopkit analyze` writes); {again}")
+    by_set: dict[str, dict[str, float]] = {}
+    for set_name, sections in expect(res["sets"], "a mapping", file, "sets", again).items():
+        expect(sections, "a mapping", file, f"sets.{set_name}", again)
+        by_set[set_name] = {}
+        for name, (section, key, stat) in {**DIAGNOSTICS, **QUALITY}.items():
+            if section not in sections:
+                continue
+            at = f"sets.{set_name}.{section}"
+            found = expect(sections[section], "a mapping", file, at, again)
+            value = found.get(key)
+            if value is not None and stat is not None:
+                value = expect(value, "a mapping", file, f"{at}.{key}", again).get(stat, MISSING)
+            if value is None:
+                continue
+            expect(value, "a number", file, f"{at}.{key}" + (f".{stat}" if stat else ""), again)
+            if section in IFT_SECTIONS:
+                expect(found.get("linear_residual_max", 0.0), "a number", file, f"{at}.linear_residual_max", again)
+                if not ift_solved(found):
+                    continue
+            by_set[set_name][name] = value
+    return by_set
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -347,12 +382,43 @@ def verdict_c4(runs: list[Run]) -> dict[str, Any]:
 
 
 # -- the report ------------------------------------------------------------------------------------
+def read_runs(run_dirs: list[str | Path]) -> list[Run]:
+    """The runs of one claims table, refused where the table would be wrong without a word: a run
+    given twice (any spelling, or a copy: same configuration and seed) would count as two seeds, and
+    runs of different tasks have nothing in common to tabulate."""
+    if not run_dirs:
+        raise ConfigError("loopkit claims needs at least one evaluated run")
+    given: dict[Path, list[str]] = {}
+    for p in run_dirs:
+        given.setdefault(Path(p).resolve(), []).append(str(p))
+    for where, names in given.items():
+        if len(names) > 1:
+            raise ConfigError(f"the run {where} is given {len(names)} times ({', '.join(names)}); it would count as "
+                              f"{len(names)} seeds: give each run once")
+    runs = [read_run(Path(p)) for p in run_dirs]
+    tasks: dict[str, list[str]] = {}
+    for r in runs:
+        tasks.setdefault(r.task, []).append(str(r.path))
+    if len(tasks) > 1:
+        found = "; ".join(f"{task}: {', '.join(paths)}" for task, paths in tasks.items())
+        raise ConfigError(f"the runs are of {len(tasks)} tasks ({found}); give the runs of one task per call")
+    seen: dict[str, Run] = {}
+    for r in runs:
+        twin = seen.setdefault(json.dumps(r.switches, sort_keys=True, default=str), r)
+        if twin is not r:
+            raise ConfigError(f"{twin.path} and {r.path} are one configuration with the same {SEED_KEY} "
+                              f"({r.switches.get(SEED_KEY)}): copies of one run, not two seeds; give one of them")
+    return runs
+
+
 def claims(run_dirs: list[str | Path], progress: bool | None = None) -> dict[str, Any]:
     """Per configuration the mean +- sd over seeds, and a verdict per claim. `progress`: a bar of
     the bootstrap draws on stderr (None: when stderr is a terminal)."""
-    runs = [read_run(Path(p)) for p in run_dirs]
-    if not runs:
-        raise ConfigError("loopkit claims needs at least one evaluated run")
+    return claims_of(read_runs(run_dirs), progress)
+
+
+def claims_of(runs: list[Run], progress: bool | None = None) -> dict[str, Any]:
+    """`claims` of runs already read (by `read_runs`, which checks them)."""
     groups = group_runs(runs)
     rows = [{"configuration": g.label, "seeds": [r.switches.get(SEED_KEY) for r in g.runs],
              **{k: {"mean": float(np.nanmean(g.values(k))) if np.isfinite(g.values(k)).any() else None,

@@ -12,12 +12,11 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .claims import ACCURACY, DIAGNOSTICS, claims, finite_or_none, group_runs, mean_sd, read_run
+from .claims import ACCURACY, DIAGNOSTICS, claims_of, finite_or_none, group_runs, mean_sd, read_runs
 from .config import ConfigError
 
 
@@ -30,17 +29,13 @@ def _figure_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _curves(run: Path) -> dict[str, Any]:
-    return json.loads((run / "eval" / "results.json").read_text())
-
-
 def _accuracy_figure(groups, sets: list[str]) -> str:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), squeeze=False)
     for ax, name in zip(axes[0], sets):
         for i, g in enumerate(groups):
-            curves = [_curves(r.path)["curves"].get(name, {}).get("exact") for r in g.runs]
+            curves = [r.results.get("curves", {}).get(name, {}).get("exact") for r in g.runs]
             curves = [c for c in curves if c]
             if not curves:
                 continue
@@ -63,7 +58,7 @@ def _residual_figure(groups, sets: list[str]) -> str:
     for ax, name in zip(axes[0], sets):
         for i, g in enumerate(groups):
             for j, r in enumerate(g.runs):
-                trace = _curves(r.path).get("median_residual", {}).get(name)
+                trace = r.results.get("median_residual", {}).get(name)
                 if trace and len(trace) > 1:  # from t = 2: r_1 is relative to h_0, which may be zero
                     ax.semilogy(range(2, len(trace) + 1), np.maximum(trace[1:], 1e-12), color=f"C{i}", lw=0.8,
                                 label=g.label if j == 0 else None)
@@ -79,12 +74,9 @@ def _diagnostics_figure(groups) -> str | None:
     per = {}  # (group, set) -> (rho, init-dependence) means over seeds
     for g in groups:
         for r in g.runs:
-            path = r.path / "analysis" / "results.json"
-            if not path.is_file():
-                continue
-            for name, s in json.loads(path.read_text())["sets"].items():
-                per.setdefault((g.label, name), []).append((s["geometry"]["spectral_radius"]["median"],
-                                                            s["init_dependence"]["spread"]["median"]))
+            for name, d in r.by_set.items():  # read and checked by read_runs; a set may lack either figure
+                if "rho" in d and "init_dependence" in d:
+                    per.setdefault((g.label, name), []).append((d["rho"], d["init_dependence"]))
     if not per:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -118,10 +110,10 @@ def build_report(run_dirs: list[Path], progress: bool | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    result = claims(run_dirs, progress)
-    runs = [read_run(Path(p)) for p in run_dirs]
+    runs = read_runs(run_dirs)  # the checks of `loopkit claims`: one task, each run once, intact files
+    result = claims_of(runs, progress)
     groups = group_runs(runs)
-    sets = list(_curves(runs[0].path)["summary"])
+    sets = list(runs[0].results["summary"])
     cols = (*ACCURACY, *DIAGNOSTICS)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ("configuration", "seeds", *cols))
     body = ""

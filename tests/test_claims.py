@@ -3,6 +3,8 @@ is known."""
 
 import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +13,19 @@ import yaml
 
 from loopkit.claims import bootstrap_ci, claims, mean_sd, ranks, spearman, to_markdown
 from loopkit.cli import main
+from loopkit.errors import ConfigError
 
 
 def fake_run(root: Path, recall: str, norm: str, seed: int, *, id_best: float, ood_T: float, ood_best: float,
              rho: float = 0.8, init_dep: float = 0.01, sensitivity: float = 1.0, converged: float = 1.0,
-             retained_bits: float | None = None, solve_residual: float = 1e-6) -> Path:
-    """A run folder with config.yaml, eval/results.json and analysis/results.json holding these figures."""
+             retained_bits: float | None = None, solve_residual: float = 1e-6, task: str | None = None) -> Path:
+    """A run folder with config.yaml, eval/results.json and analysis/results.json holding these figures
+    (`task`: the config names it; None: no task section, which loopkit reads as its default task)."""
     run = root / f"{recall}_{norm}_s{seed}"
     (run / "eval").mkdir(parents=True)
     (run / "analysis").mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"recall": recall, "norm": norm, "width": 64},
-                                                    "train": {"seed": seed, "lr": 0.001}}))
+    cfg = {"model": {"recall": recall, "norm": norm, "width": 64}, "train": {"seed": seed, "lr": 0.001}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg if task is None else {"task": {"name": task}, **cfg}))
     summary = {"easy": {"exact_at_train_T": id_best, "best_exact": id_best},
                "hard": {"exact_at_train_T": ood_T, "best_exact": ood_best}}
     (run / "eval" / "results.json").write_text(json.dumps({"summary": summary, "train_iters": 8, "curves": {}}))
@@ -199,3 +203,100 @@ def test_a_correlation_over_too_few_runs_decides_nothing(tmp_path):
     assert rho["runs"] == 6 and rho["spearman"] == pytest.approx(-1.0) and rho["ci"][1] < 0
     assert c4["verdict"] == "inconclusive" and "fewer than 8 learnt runs (have 6)" in c4["why"]
     assert claims(grid(8))["verdicts"]["C4"]["verdict"] == "supported"
+
+
+def one_error_line(capsys) -> str:
+    """What the command line said on stderr: exactly one line, `loopkit: error: ...`, no traceback."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("loopkit: error: "), err
+    return err
+
+
+def test_runs_of_different_tasks_are_refused_naming_each_task(tmp_path, capsys):
+    """A table of prefix-sums and sudoku runs together compares nothing: one task per call, and the
+    message says which runs are of which task."""
+    a, b = (fake_run(tmp_path / "p", "standard", "outer", s, id_best=1.0, ood_T=0.1, ood_best=0.9, task="prefix_sums")
+            for s in range(2))
+    c = fake_run(tmp_path / "s", "standard", "outer", 0, id_best=1.0, ood_T=0.1, ood_best=0.9, task="sudoku")
+    with pytest.raises(ConfigError, match=re.escape(f"the runs are of 2 tasks (prefix_sums: {a}, {b}; sudoku: {c}); "
+                                                    "give the runs of one task per call")):
+        claims([a, b, c])
+    d = fake_run(tmp_path / "d", "standard", "outer", 2, id_best=1.0, ood_T=0.1, ood_best=0.9)  # no task: the default
+    claims([a, b, d])
+    assert main(["claims", str(a), str(c), "--out", str(tmp_path / "out")]) == 2
+    assert "2 tasks" in one_error_line(capsys) and not (tmp_path / "out").exists()
+
+
+def test_one_run_given_twice_or_copied_is_not_two_seeds(tmp_path, monkeypatch):
+    """The same folder under four spellings (a trailing slash, ./, a symlink) is one run, and a copy
+    of a run (same configuration, same seed) is not a second seed: both are refused, named."""
+    monkeypatch.chdir(tmp_path)
+    run = fake_run(tmp_path / "runs", "standard", "outer", 0, id_best=1.0, ood_T=0.1, ood_best=0.9)
+    (tmp_path / "link").symlink_to(run)
+    spellings = ["runs/standard_outer_s0", "runs/standard_outer_s0/", "./runs/standard_outer_s0", "link"]
+    with pytest.raises(ConfigError, match=re.escape(f"the run {run} is given 4 times ({', '.join(spellings)})")):
+        claims(spellings)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    with pytest.raises(ConfigError, match=re.escape(f"{run} and {copy} are one configuration with the same "
+                                                    "train.seed (0): copies of one run, not two seeds")):
+        claims([run, copy])
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, r"config.yaml does not exist, so the run's task and switches are unknown"),
+    ("", r"config.yaml is damaged: empty"),
+    ("[1, 2]\n", r"config.yaml is damaged: not a mapping of sections"),
+    ("model: [1, 2]\ntrain: {seed: 0}\n", r"config.yaml is damaged: its model section is not a mapping"),
+])
+def test_a_run_without_a_readable_config_is_refused(tmp_path, text, message):
+    """Without its config a run's switches are empty: such runs would merge into one configuration."""
+    runs = [fake_run(tmp_path, "standard", "outer", s, id_best=1.0, ood_T=0.1, ood_best=0.9) for s in range(2)]
+    for run in runs:
+        (run / "config.yaml").unlink()
+        if text is not None:
+            (run / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{runs[0]}/") + message):
+        claims(runs)
+
+
+DAMAGED = [  # (file, content, what the message says after the file's name)
+    ("eval", {}, r": no summary of the eval sets"),
+    ("eval", {"summary": {}, "curves": {}}, r": no summary of the eval sets"),
+    ("eval", {"summary": {"easy": [1.0]}}, r" is damaged: summary.easy is a list, not a mapping"),
+    ("eval", {"summary": {"easy": {"best_T": 3}}}, r" is damaged: summary.easy.best_exact is missing, not a number"),
+    ("analysis", {}, r": no sets"),
+    ("analysis", [], r" is damaged: not a mapping of results but a list"),
+    ("analysis", '{"sets": {"easy": {"geometry": {"spectral_r', r" is damaged: not JSON \("),
+    ("analysis", {"sets": ["easy"]}, r" is damaged: sets is a list, not a mapping"),
+    ("analysis", {"sets": {"easy": "done"}}, r" is damaged: sets.easy is a string, not a mapping"),
+    ("analysis", {"sets": {"easy": {"geometry": [0.5]}}}, r" is damaged: sets.easy.geometry is a list, not a mapping"),
+    ("analysis", {"sets": {"easy": {"reachability": "x"}}}, r" is damaged: sets.easy.reachability is a string"),
+    ("analysis", {"sets": {"easy": {"geometry": {"spectral_radius": 0.5}}}},
+     r" is damaged: sets.easy.geometry.spectral_radius is a number, not a mapping"),
+    ("analysis", {"sets": {"easy": {"geometry": {"spectral_radius": {"median": "0.5"}}}}},
+     r" is damaged: sets.easy.geometry.spectral_radius.median is a string, not a number"),
+]
+
+
+@pytest.mark.parametrize("part, content, message", DAMAGED)
+def test_a_damaged_results_file_is_named_in_one_line(tmp_path, capsys, part, content, message):
+    """An empty, half-written or wrongly shaped eval or analysis file: one line naming the file, what
+    is wrong and the command that writes it again, never a traceback or a table built from it."""
+    runs = [fake_run(tmp_path, "standard", "outer", s, id_best=1.0, ood_T=0.1, ood_best=0.9) for s in range(2)]
+    path = runs[1] / part / "results.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    again = f"; run `loopkit {part.replace('analysis', 'analyze')} {runs[1]} --force` again"
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}{message}.*{re.escape(again)}$"):
+        claims(runs)
+    assert main(["claims", *map(str, runs)]) == 2
+    assert str(path) in one_error_line(capsys)
+
+
+def test_a_run_not_analysed_stays_optional(tmp_path):
+    """No analysis/results.json is a run not analysed (its diagnostics unknown), not a damaged one."""
+    runs = [fake_run(tmp_path, "standard", "outer", s, id_best=1.0, ood_T=0.1, ood_best=0.9, rho=0.5 + s)
+            for s in range(2)]
+    shutil.rmtree(runs[1] / "analysis")
+    row = claims(runs)["rows"][0]
+    assert row["rho"]["per_seed"] == [0.5, None] and row["id_best"]["mean"] == pytest.approx(100.0)

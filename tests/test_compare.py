@@ -80,3 +80,32 @@ def test_runs_made_before_a_new_key_or_a_position_rename_group_with_current_ones
     (tmp_path / "other" / "config.yaml").write_text(
         "model: {recall: internal, position: axes}\ntrain: {adam_beta2: 0.9}\n")
     assert run_switches(tmp_path / "other")["train.adam_beta2"] == 0.9 != beta2
+
+
+def test_compare_refuses_a_run_without_its_config(tmp_path):
+    """Without config.yaml the run's switches are unknown: its row would be labelled as if it had none."""
+    run = fake_run(tmp_path / "a", "standard", [0.5] * 8)
+    (run / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"a/config.yaml does not exist, so the run's task and switches are unknown"):
+        compare([run])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda res: res.update(curves=["easy"]), r"curves is a list, not a mapping"),
+    (lambda res: res["curves"].update(easy=[0.5]), r"curves.easy is a list, not a mapping"),
+    (lambda res: res["curves"]["easy"].update(exact="0.5"), r"curves.easy.exact is a string, not a list"),
+    (lambda res: res["curves"]["easy"].update(exact=["0.5"] * 8), r"an entry of curves.easy.exact is a string"),
+    (lambda res: res.pop("train_iters"), r"train_iters is missing, not an integer"),
+    (lambda res: res.update(train_iters=2.5), r"train_iters is a number, not an integer"),
+])
+def test_compare_names_a_wrongly_shaped_results_file(tmp_path, capsys, change, message):
+    run = fake_run(tmp_path / "a", "standard", [0.5] * 8)
+    path = run / "eval" / "results.json"
+    res = json.loads(path.read_text())
+    change(res)
+    path.write_text(json.dumps(res))
+    again = r"; run `loopkit eval \S+/a --force` again$"
+    with pytest.raises(ConfigError, match=rf"eval/results.json is damaged: {message}.*{again}"):
+        compare([run])
+    assert main(["compare", str(run)]) == 2
+    assert capsys.readouterr().err.startswith("loopkit: error: ")

@@ -40,6 +40,34 @@ def test_report_is_one_file_with_embedded_figures(grid):
     assert "C1:" in page and "recall=standard" in page
 
 
+def test_report_refuses_runs_of_two_tasks(grid, capsys):
+    """A sweep folder that also holds a run of another task: no page mixing them, one line naming them."""
+    with_curves(fake_run(grid, "internal", "outer", 0, id_best=1.0, ood_T=0.1, ood_best=0.8, task="sudoku"), 0.05)
+    assert main(["report", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("loopkit: error: the runs are of 2 tasks (sudoku: ") and "; prefix_sums: " in err
+    assert err.count("\n") == 1 and not (grid / "report.html").exists()
+
+
+@pytest.mark.parametrize("part, damage, message", [
+    ("eval", lambda res: res["median_residual"].update(easy=["0.5"] * 4),
+     "eval/results.json is damaged: an entry of median_residual.easy is a string, not a number"),
+    ("analysis", lambda res: res["sets"]["hard"].update(init_dependence=[0.1]),
+     "analysis/results.json is damaged: sets.hard.init_dependence is a list, not a mapping"),
+])
+def test_report_names_a_damaged_file_as_claims_does(grid, capsys, part, damage, message):
+    """The report reads the files through the checks of `loopkit claims`: one line, no traceback."""
+    import json
+
+    path = grid / "none_outer_s1" / part / "results.json"
+    res = json.loads(path.read_text())
+    damage(res)
+    path.write_text(json.dumps(res))
+    assert main(["report", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"loopkit: error: {path}") and message in err and err.count("\n") == 1
+
+
 def test_report_renders_in_headless_chromium(grid, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

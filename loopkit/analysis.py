@@ -20,6 +20,7 @@ from .claims import SOLVED, ift_solved
 from .config import Config, ConfigError
 from .model import LoopedTransformer
 from .progress import advance, job
+from .runfolder import output_folder
 from .runs import load_run
 from .tasks import EvalSet, Task, build_task
 
@@ -94,8 +95,7 @@ def analyze_run(run_dir: str | Path, *, samples: int = 32, max_iters: int | None
             report["end_state_clusters"] = fixedpoint.distinct_states(model(x, max_iters).state)
         report["seconds"] = time.perf_counter() - started
         results["sets"][s.name] = report
-    out = run_dir / "analysis"
-    out.mkdir(exist_ok=True)
+    out = output_folder(run_dir, "analysis")
     atomic.write_text(out / "results.json", json.dumps(results, indent=1))
     plot_analysis(results, out)
     return results
@@ -175,7 +175,7 @@ def plot_analysis(results: dict, out: Path) -> None:
     ax.set(xlabel="iteration t", ylabel="median relative residual r_t", title="reachability")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "residuals.png", dpi=120)
+    atomic.save_figure(fig, out / "residuals.png", dpi=120)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -190,7 +190,7 @@ def plot_analysis(results: dict, out: Path) -> None:
         ax.set(xlabel=label, ylabel="samples")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "geometry.png", dpi=120)
+    atomic.save_figure(fig, out / "geometry.png", dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -201,5 +201,5 @@ def plot_analysis(results: dict, out: Path) -> None:
         ax.set_xticks(range(1, len(names) + 1), names)
     ax.set(ylabel="relative sensitivity ||dh*/de v|| ||e|| / ||h*||", title="input-dependence per difficulty")
     fig.tight_layout()
-    fig.savefig(out / "sensitivity.png", dpi=120)
+    atomic.save_figure(fig, out / "sensitivity.png", dpi=120)
     plt.close(fig)

@@ -23,6 +23,7 @@ from torch import nn
 from . import atomic
 from .config import POSITION_ALIASES, Config
 from .errors import ConfigError, LoopkitError
+from .runfolder import check_no_links
 
 
 class CheckpointError(LoopkitError):
@@ -58,21 +59,33 @@ def save(
     extra: dict[str, Any],
     keep: int = 2,
 ) -> Path:
+    """Write checkpoint `step` (then point `latest` at it and prune to the newest `keep`). A write
+    the system refuses (disk full) leaves the earlier checkpoints and `latest` as they were and
+    raises a CheckpointError naming the folder."""
+    check_no_links(run_dir, "checkpoints")
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    opt_tensors, opt_meta = _optimizer_to_files(optimizer)
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(rng, tmp / "rng.safetensors")
-    state = {"step": step, "config": cfg.to_dict(), "optimizer": opt_meta, **extra}
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        opt_tensors, opt_meta = _optimizer_to_files(optimizer)
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        save_file(rng, tmp / "rng.safetensors")
+        state = {"step": step, "config": cfg.to_dict(), "optimizer": opt_meta, **extra}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    except Exception as err:  # OSError, or safetensors' own error around one (disk full, quota)
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = atomic.describe(err) if isinstance(err, OSError) else str(err).splitlines()[0]
+        kept = latest(run_dir) if (root / "latest").exists() else None
+        raise CheckpointError(f"cannot write checkpoint {final}: {reason}; "
+                              + (f"the last checkpoint, {kept.name}, is as it was" if kept else
+                                 "no checkpoint had been written yet")) from None
     if final.exists():  # only when re-saving the step we resumed from: identical content
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -89,8 +102,9 @@ def set_latest(run_dir: Path, path: Path) -> None:
 
 def latest(run_dir: Path) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.exists():
+    if not pointer.exists() and not pointer.is_symlink():
         return None
+    check_no_links(run_dir, "checkpoints/latest")
     try:
         name = pointer.read_text().strip()
     except (UnicodeDecodeError, OSError) as err:
@@ -161,10 +175,17 @@ def verify(path: Path, full: bool = False) -> dict[str, Any]:
     """Read a checkpoint through: state.json and the weights, and with `full` (what a resume needs)
     the optimizer moments and RNG states too. Raises CheckpointError naming the first damaged file;
     returns the state."""
+    path = Path(path)
+    check_no_links(path.parent.parent, Path(path.parent.name, path.name), *(Path(path.parent.name, path.name, f)
+                   for f in ("state.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors")))
     state = read_state(path)
     _weights(path)
     if full:
-        _tensors(Path(path) / "optimizer.safetensors")
+        moments = _tensors(path / "optimizer.safetensors")
+        broken = [k for k, v in moments.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if broken:  # resuming from them diverges at once whatever the learning rate: the checkpoint is broken
+            raise CheckpointError(f"{path / 'optimizer.safetensors'} holds non-finite optimizer moments (NaN or inf in "
+                                  f"{len(broken)} of {len(moments)} tensors, first {broken[0]})")
         if "cpu" not in _tensors(Path(path) / "rng.safetensors"):
             raise CheckpointError(f"{Path(path) / 'rng.safetensors'} is damaged: it holds no CPU random state")
         if not isinstance(state.get("optimizer"), dict):

@@ -7,13 +7,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
 
 from . import config
 from .checkpoint import CheckpointError
 from .errors import LoopkitError
 from .progress import enabled, set_quiet
-from .runfolder import check_output_folder
+from .runfolder import check_output_folder, output_lock, recipe
 
 
 def check_flags(*checks: tuple[str, object, object, str]) -> None:
@@ -25,30 +25,26 @@ def check_flags(*checks: tuple[str, object, object, str]) -> None:
 
 
 def check_device(text: str) -> None:
-    import torch
+    from .devices import resolve
 
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise config.ConfigError(f"--device={text!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise config.ConfigError(f"--device={text}: no CUDA GPU is available here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise config.ConfigError(f"--device={text}: this machine has {torch.cuda.device_count()} GPU(s)")
+    resolve(text, "--device")
 
 
-def check_run_folder(run_dir: str, out: str) -> None:
-    """A run to read and its output folder, checked before the compute (`out` inside the run)."""
+def check_run_folder(run_dir: str, out: str, command: str) -> IO:
+    """A run to read and its output folder, checked before the compute (`out` inside the run, no
+    link on the way); returns the folder's lock, held until the command ends, so that a second
+    command writing the same results is refused rather than overwriting them."""
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir} is not a run folder (no such folder)")
     check_output_folder(Path(run_dir) / out, "output folder", parents=False)
+    return output_lock(run_dir, out, command)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
-    cfg = config.load(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    cfg = recipe(args.config, args.overrides, run_dir)  # a run's config.yaml runs no program (loopkit.runfolder)
     last = train(cfg, run_dir, resume=args.resume, allow_changes=args.allow_changes, ckpt_name=args.checkpoint,
                  progress=enabled())
     print(json.dumps(last))
@@ -63,11 +59,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 ("--max-iters", args.max_iters, lambda v: v >= 1, ">= 1"),
                 ("--tol", args.tol, lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: never)"))
     check_device(args.device)
+    lock = check_run_folder(args.run_dir, args.out, "eval")  # noqa: F841 (held until the command ends)
     result_file = Path(args.run_dir) / args.out / ("until_converged.json" if args.until_converged else "results.json")
     if result_file.exists() and not args.force:
         raise config.ConfigError(f"{result_file} already exists; pass --force to replace it, or --out NAME to "
                                  "write the results beside it")
-    check_run_folder(args.run_dir, args.out)
     if args.until_converged:
         from .early_exit import evaluate_until_converged, format_until_converged
 
@@ -100,7 +96,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
                 ("--tol", args.tol, lambda v: 0 < v < float("inf"), "a finite number > 0"),
                 ("--min-sv-budget", args.min_sv_budget, lambda v: v >= 0, ">= 0 (0: skip sigma_min)"))
     check_device(args.device)
-    check_run_folder(args.run_dir, "analysis")
+    lock = check_run_folder(args.run_dir, "analysis", "analyze")  # noqa: F841 (held until the command ends)
     if (Path(args.run_dir) / "analysis" / "results.json").exists() and not args.force:
         raise config.ConfigError(f"{Path(args.run_dir) / 'analysis' / 'results.json'} already exists; pass --force to "
                                  "replace it")
@@ -344,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         status = args.fn(args)
     except LoopkitError as err:  # every error meant for the user: one line, no traceback (loopkit.errors)
         print(f"loopkit: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the system refused (disk full, permissions, a vanished file): say where, in one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"loopkit: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     return status or 0
 

@@ -33,6 +33,7 @@ from torch import Tensor
 from . import atomic
 from .model import LoopedTransformer
 from .progress import advance, job, note
+from .runfolder import output_folder
 from .runs import load_run
 from .tracing import SetTrace, output_change, output_state, relative_residual
 
@@ -143,8 +144,7 @@ def evaluate_until_converged(run_dir: str | Path, tol: float | None = None, max_
     pooled["max_iters_used"] = max(r["max_iters_used"] for r in sets.values())
     result = {"run_dir": str(run_dir), "step": step, "halt": rule, "tol": tol, "stable_k": k, "prob_tol": prob_tol,
               "max_iters": max_iters, "sets": sets, "pooled": pooled}
-    (run_dir / out_name).mkdir(exist_ok=True)
-    atomic.write_text(run_dir / out_name / "until_converged.json", json.dumps(result, indent=1))
+    atomic.write_text(output_folder(run_dir, out_name) / "until_converged.json", json.dumps(result, indent=1))
     return result
 
 
@@ -334,5 +334,5 @@ def plot_compute(traces: dict[str, SetTrace], curve: dict[str, Any], path: Path)
     ax.title.set_fontsize(9)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic.save_figure(fig, path, dpi=120)
     plt.close(fig)

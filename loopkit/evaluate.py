@@ -15,6 +15,7 @@ import torch
 from . import atomic
 from .multiples import at_multiples, percent
 from .progress import job
+from .runfolder import output_folder
 from .runs import load_run
 from .tracing import trace_set
 
@@ -53,7 +54,7 @@ def plot(curves: dict[str, dict[str, list[float]]], train_iters: int, path: Path
     ax.set(xlabel="test-time iterations T", ylabel="exact match (%)", ylim=(-2, 102), title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -88,8 +89,7 @@ def evaluate_run(run_dir: str | Path, max_iters: int | None = None, device: str 
         "median_residual": {name: tr.residual.median(0).values.tolist() for name, tr in traces.items()},
         "early_exit": compute,
     }
-    out = run_dir / out_name
-    out.mkdir(exist_ok=True)
+    out = output_folder(run_dir, out_name)
     atomic.write_text(out / "results.json", json.dumps(result, indent=1))
     plot(curves, cfg.train.max_iters, out / "accuracy_vs_T.png", title=run_dir.name)
     plot_compute(traces, compute, out / "accuracy_vs_compute.png")

@@ -11,15 +11,26 @@
   command line. A stored config cannot make a command write anywhere the user did not ask.
 
 Paths the user types on the command line keep their usual meaning (relative to the current folder).
+
+The same holds when a run's config.yaml is the recipe of a new training (`loopkit train
+RUN/config.yaml`, a resume, a sweep whose base it is): `recipe` drops a stored engine and a
+stored cache folder outside the run being trained, saying so, unless the command line names them.
+
+Nothing inside a run folder is followed through a symbolic link (`check_no_links`): a linked step
+folder would evaluate another run's weights, a linked `eval/` or `metrics.jsonl` would write
+outside the folder the user asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from . import config
 from .config import Config, ConfigError, override_for_eval, parse_override
 
 PATH_KEYS = ("cache_dir", "eval_files")  # task options holding paths (a string, or a list of them)
@@ -79,6 +90,78 @@ def load_stored(cfg: Config, run_dir: str | Path, overrides: list[str] | tuple[s
     stored_cache = task.get("cache_dir")
     read_only = "task.cache_dir" not in given and bool(stored_cache) and not _inside(stored_cache, run_dir)
     return cfg, read_only
+
+
+def recipe(path: str | Path, overrides: list[str] | tuple[str, ...], target: str | Path) -> Config:
+    """The config of a training that reads its recipe from `path`. A user's own config file means
+    what it says; a run folder's config.yaml is data: its relative paths are read relative to that
+    run, and a stored engine or a cache folder outside the run being trained (`target`) is dropped
+    with a notice, unless the command line gives it again."""
+    run = run_of_config(path)
+    if run is None:
+        return config.load(path, overrides)
+    given = {".".join(parse_override(o)[0]) for o in overrides}
+    stored = config.load(path)
+    task = _map_paths(stored.task, lambda p: str(run / p) if _is_relative(p) else p)
+    dropped = [key for key in PROGRAM_KEYS if task.get(key) and f"task.{key}" not in given]
+    cache = task.get("cache_dir")
+    if cache and "task.cache_dir" not in given and not _inside(cache, Path(target)):
+        dropped.append("cache_dir")
+    for key in dropped:
+        print(f"loopkit: notice: {path} names task.{key}={task.pop(key)!r}; a run folder is data, so it is not "
+              f"used (give task.{key}=... on the command line to use it)", file=sys.stderr)
+    raw = config.apply_overrides(dataclasses.replace(stored, task=task).to_dict(), overrides)
+    return config.from_dict(raw)
+
+
+def check_no_links(run_dir: str | Path, *paths: str | Path) -> None:
+    """Refuse a symbolic link on the way from the run folder to each of `paths` (relative to it, or
+    inside it): loopkit never follows a link in a run folder, to read or to write."""
+    run_dir = Path(run_dir)
+    for path in paths:
+        path = Path(path)
+        rel = path.relative_to(run_dir) if path.is_relative_to(run_dir) else path
+        probe = run_dir
+        for part in rel.parts:
+            probe = probe / part
+            if probe.is_symlink():
+                raise ConfigError(f"{probe} is a symbolic link (to {os.readlink(probe)}); a run folder is data and "
+                                  "loopkit follows no link in it: put the file or folder itself there")
+
+
+def output_folder(run_dir: str | Path, name: str) -> Path:
+    """The folder `name` inside a run for a command's results, made if missing (links refused)."""
+    check_no_links(run_dir, name)
+    out = Path(run_dir) / name
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot make the output folder {out}: {err.strerror or err}") from None
+    return out
+
+
+def hold_lock(run_dir: str | Path, name: str, holder: str, advice: str = "wait for it to end") -> IO:
+    """An OS lock on `<run>/<name>` for this process (released when it ends, even killed): a second
+    writer of the same outputs is refused instead of overwriting the first one's results. Keep the
+    returned file open while writing."""
+    path = Path(run_dir) / name
+    check_no_links(run_dir, name)
+    try:
+        handle = open(path, "a")
+    except OSError as err:
+        raise ConfigError(f"cannot lock {path}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"{run_dir} is in use by another {holder} (it holds {path}); {advice}") from None
+    return handle
+
+
+def output_lock(run_dir: str | Path, out: str, command: str) -> IO:
+    """The lock of one output folder of a run (`eval`, `analysis`, ...): two `loopkit eval` into
+    the same folder at once would overwrite each other, two into different folders may run."""
+    return hold_lock(run_dir, f".lock-{out.strip('/').replace('/', '_')}", f"loopkit {command} writing {out}/")
 
 
 def check_output_folder(folder: str | Path, what: str, parents: bool = True) -> None:

@@ -10,7 +10,6 @@ initial state uses) to continue bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import math
 import os
@@ -30,7 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import atomic, checkpoint, config, fixedpoint, precision, runfolder
+from . import atomic, checkpoint, config, devices, fixedpoint, precision, runfolder
 from .config import Config, TrainConfig, dump
 from .errors import ConfigError, LoopkitError
 from .model import LoopedTransformer
@@ -39,8 +38,15 @@ from .tasks import Task, build_task
 
 
 class TrainingDiverged(LoopkitError):
-    """The loss or the weights stopped being finite: training stops before saving anything (the
-    message says which step and what to try; the run's last good checkpoint is kept)."""
+    """The loss or the weights stopped being finite, or the loss exploded: training stops before
+    saving anything (the message says which step and what to try; the run's last good checkpoint
+    is kept)."""
+
+
+# a finite loss above this multiple of the untrained model's loss is a blow-up, not a spike: a
+# model that predicts worse than its random initialisation by this much has left the basin it
+# was trained in (train.lr=100 on prefix sums ends at 289 against an untrained 0.69)
+EXPLODED = 4.0
 
 
 # -- placement ---------------------------------------------------------------------------------
@@ -60,17 +66,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(cfg.device)
-        except RuntimeError:
-            raise ConfigError(f"train.device={cfg.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={cfg.device}: no CUDA GPU is available here; use train.device=cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device={cfg.device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    device = devices.resolve(cfg.device, "train.device", auto=True)
     if world == 1:
         return Runtime(device)
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -244,8 +240,12 @@ class MetricsLog:
         return rows
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as err:  # a line cut short is dropped on reading (`read`): the log stays usable
+            raise atomic.WriteError(f"cannot write {self.path}: {atomic.describe(err)}; the run resumes from its "
+                                    "last checkpoint once there is room") from None
         if self.tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -257,18 +257,56 @@ class MetricsLog:
             self.tb.close()
 
 
-def check_finite(model: nn.Module, window_loss: float, step: int, run_dir: Path, cfg: TrainConfig) -> None:
-    """Stop a diverged run before it logs or saves anything non-finite, so the last checkpoint
-    (which checkpoint pruning therefore never replaces by a broken one) stays a good one."""
-    broken = [] if math.isfinite(window_loss) else [f"the loss is {window_loss}"]
+def loss_fault(loss: float, reference: float | None, what: str = "the loss") -> str | None:
+    """Why `loss` shows a diverged run (not finite, or over EXPLODED x the untrained model's
+    `reference` loss), or None when it does not."""
+    if not math.isfinite(loss):
+        return f"{what} is {loss}"
+    if reference is not None and loss > EXPLODED * reference:
+        return f"{what} is {loss:.4g}, over {EXPLODED:g} x the untrained model's {reference:.4g}"
+    return None
+
+
+@torch.no_grad()
+def probe_loss(model: LoopedTransformer, task: Task, x: Tensor, y: Tensor, iters: int, rt: Runtime,
+               tc: TrainConfig) -> float:
+    """The loss of the weights just updated, on the step's own batch at the training T: what a
+    checkpoint would hold, judged before it is written. It draws nothing from the global RNG (a
+    random initial state is drawn in a forked one), so training goes on exactly as without it; the
+    largest value over the ranks, so that every rank stops together."""
+    with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []), \
+            torch.compiler.set_stance("force_eager"), precision.autocast(rt.device, tc.precision):
+        loss = task.loss(model(x.to(rt.device), iters).logits, y.to(rt.device)).float()
+    if rt.world > 1:
+        dist.all_reduce(loss, op=dist.ReduceOp.MAX)
+    return float(loss)
+
+
+def check_diverged(model: nn.Module, faults: list[str | None], step: int, run_dir: Path, cfg: TrainConfig) -> None:
+    """Stop a diverged run before it logs or saves anything broken (a non-finite or exploded loss,
+    non-finite weights), so the newest checkpoint stays a good one and pruning, which runs only
+    after a save, never removes the last good one."""
+    broken = [f for f in faults if f]
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         broken.append("some weights are not finite")
     if broken:
         ckpt = checkpoint.latest(run_dir) if (run_dir / "checkpoints").exists() else None
-        kept = f"the last checkpoint, {ckpt}, is untouched" if ckpt else "no checkpoint had been written yet"
+        kept = (f"the newest good checkpoint is {ckpt.name} (step {int(ckpt.name[5:])}); resume from it with "
+                f"--resume --allow-changes and a lower train.lr" if ckpt else "no checkpoint had been written yet")
         raise TrainingDiverged(f"training diverged by step {step}: {' and '.join(broken)}; {kept}. "
-                               f"Lower train.lr (now {cfg.lr:g}) or train.grad_clip (now {cfg.grad_clip:g}) "
-                               "and resume or start again")
+                               f"Lower train.lr (now {cfg.lr:g}) or train.grad_clip (now {cfg.grad_clip:g}), "
+                               "or start again")
+
+
+def reference_loss(state: dict[str, Any], run_dir: Path) -> float | None:
+    """The untrained model's loss a resumed run judges explosions against: recorded in its
+    checkpoint, else (runs saved before it was) the first logged loss, else None (no such check)."""
+    if isinstance(state.get("reference_loss"), (int, float)):
+        return float(state["reference_loss"])
+    log = run_dir / "metrics.jsonl"
+    rows = MetricsLog.read(log) if log.is_file() else []
+    first = rows[0].get("loss") if rows else None
+    return float(first) if isinstance(first, (int, float)) and math.isfinite(first) else None
 
 
 def lock_run_dir(run_dir: Path, resume: bool) -> tuple[IO, bool]:
@@ -277,19 +315,24 @@ def lock_run_dir(run_dir: Path, resume: bool) -> tuple[IO, bool]:
     lock. Returns the open lock file (keep it open) and whether the folder was created here."""
     if resume and not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml)")
+    runfolder.check_output_folder(run_dir, "--run-dir")
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(f"run directory {run_dir} is in use by another loopkit train process (it holds "
-                          f"{run_dir / '.lock'}); wait for it to end or choose another --run-dir") from None
-    return handle, created
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a folder the checks could not foresee refusing it (/proc, an immutable folder)
+        raise ConfigError(f"--run-dir {run_dir} cannot be made: {err.strerror or err}") from None
+    try:
+        return runfolder.hold_lock(run_dir, ".lock", "loopkit train process",
+                                   "wait for it to end or choose another --run-dir"), created
+    except ConfigError:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
-RESUME_FREE = {"train.threads", "train.device"}  # where and how fast, not what: may change on resume
+# where and how fast, not what: may change on resume (the engine and cache folder say where puzzles
+# are made and kept; a run's own config read back as a recipe drops them: loopkit.runfolder.recipe)
+RESUME_FREE = {"train.threads", "train.device", "task.engine", "task.cache_dir"}
 
 
 def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
@@ -309,6 +352,9 @@ def _mapping(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+RUN_FILES = ("config.yaml", "checkpoints", "metrics.jsonl", "config_changes.jsonl", "tensorboard")
+
+
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: bool = False,
                     ckpt_name: str | None = None) -> int | None:
     """Create or reopen a run directory; refuse anything that would mix two runs in one folder.
@@ -318,11 +364,15 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
     refused naming the file; `ckpt_name` (--checkpoint) resumes from an earlier one, the later
     checkpoints set aside as checkpoints/set-aside-step_NNNNNNNN (never deleted)."""
     config_file = run_dir / "config.yaml"
+    runfolder.check_no_links(run_dir, *RUN_FILES)  # nothing of a run is read or written through a link
     if not resume:
         if config_file.exists() or (run_dir / "checkpoints").exists():
             raise ConfigError(f"run directory {run_dir} already holds a run; pass --resume or choose another --run-dir")
+        if (run_dir / "metrics.jsonl").exists():  # a new run would be appended to an old log
+            raise ConfigError(f"run directory {run_dir} holds a metrics.jsonl from an earlier run; move it away or "
+                              "choose another --run-dir")
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(dump(cfg))
+        atomic.write_text(config_file, dump(cfg))
         return None
     if not config_file.exists():
         raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml)")
@@ -400,13 +450,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
             block.compile(mode=tc.compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                   betas=(0.9, tc.adam_beta2))
-    step, window_loss, window_steps = 0, 0.0, 0
+    step, window_loss, window_steps, reference = 0, 0.0, 0, None
     if start is not None:
         ckpt = checkpoint.latest(run_dir)
         checkpoint.load_weights(ckpt, model)
         resumed = checkpoint.load_training_state(ckpt, optimizer)
         step = start
-        window_loss, window_steps = resumed["window_loss"], resumed["window_steps"]
+        window_loss, window_steps = resumed.get("window_loss", 0.0), resumed.get("window_steps", 0)
+        if not (isinstance(window_loss, (int, float)) and isinstance(window_steps, int)):
+            raise checkpoint.CheckpointError(f"{ckpt / 'state.json'} is damaged: its loss window is not a number")
+        reference = reference_loss(resumed, run_dir)
     objective: nn.Module = LoopObjective(model, task, tc)
     if rt.world > 1:
         objective = nn.parallel.DistributedDataParallel(
@@ -434,11 +487,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
             step += 1
             window_loss = window_loss + loss.detach().double()  # stays on the device: no sync per step
             window_steps += 1
+            if step == 1 and reference is None:  # the untrained model's loss: what an explosion is judged against
+                reference = float(loss.detach())
             bar.update(1)
             at_log = step % tc.log_every == 0 or step == tc.steps
             at_ckpt = step % tc.ckpt_every == 0 or step == tc.steps
             if at_log or at_ckpt:
-                check_finite(model, float(window_loss), step, run_dir, tc)
+                faults = [loss_fault(float(window_loss) / max(1, window_steps), reference)]
+                if at_ckpt:  # the weights about to be saved, judged before they are
+                    faults.append(loss_fault(probe_loss(model, task, x, y, tc.max_iters, rt, tc), reference,
+                                             "the loss of the updated weights"))
+                check_diverged(model, faults, step, run_dir, tc)
             if rt.main and at_log:
                 mean_loss = float(window_loss) / window_steps  # waits for the device: the clock reads after it
                 elapsed = time.perf_counter() - t0
@@ -451,7 +510,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
                 window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
             if rt.main and at_ckpt:
                 checkpoint.save(run_dir, step, model, optimizer, cfg,
-                                {"metrics": last, "window_loss": float(window_loss), "window_steps": window_steps},
+                                {"metrics": last, "window_loss": float(window_loss), "window_steps": window_steps,
+                                 "reference_loss": reference},
                                 keep=tc.keep_checkpoints)
     finally:  # a stopped run (divergence, Ctrl-C) still ends its progress line, log and lock
         bar.close()

@@ -25,10 +25,10 @@ from safetensors.torch import load_file, save_file
 from loopkit import checkpoint, config
 from loopkit.cli import main
 from loopkit.evaluate import evaluate_run
-from loopkit.runfolder import for_storage
+from loopkit.runfolder import for_storage, recipe
 from loopkit.runs import load_run
 from loopkit.tasks import TASKS
-from loopkit.train import build_model, train
+from loopkit.train import build_model, reference_loss, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "loopkit" / "configs"
@@ -98,8 +98,11 @@ def no_engine(monkeypatch, tmp_path):
 
 
 def tree_hash(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    """Every file's hash (a link's target), folders as 'dir'. The empty lock files a command opens
+    to refuse a second writer (`.lock`, `.lock-eval`) hold nothing and are left out."""
+    return {str(p.relative_to(root)): (f"link to {os.readlink(p)}" if p.is_symlink() else
+                                      hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*")) if not p.name.startswith(".lock")}
 
 
 # -- the damage done before a case ----------------------------------------------------------------
@@ -162,6 +165,51 @@ def both(*setups):
 
 def sweep_file(ctx):
     (ctx.tmp / "sweep.yaml").write_text(f"base: {ctx.made.cfg}\noverrides: {json.dumps(TINY)}\n")
+
+
+def link(rel: str, target: str):
+    """Replace `rel` (inside the tmp folder) by a symbolic link to `target` (also inside it)."""
+    def setup(ctx):
+        path, to = ctx.tmp / rel.format(run="run"), ctx.tmp / target.format(run="run")
+        to.parent.mkdir(parents=True, exist_ok=True)
+        if target.endswith("/"):  # a folder of its own
+            to.mkdir()
+        elif not to.exists():
+            shutil.copytree(path, to) if path.is_dir() else to.write_bytes(path.read_bytes() if path.exists() else b"")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        path.symlink_to(to)
+    return setup
+
+
+def other_run(ctx):
+    shutil.copytree(ctx.made.run, ctx.tmp / "other")
+
+
+def nan_moments(step: str):
+    def setup(ctx):
+        file = ctx.run / step / "optimizer.safetensors"
+        moments = load_file(file)
+        name = sorted(moments)[0]
+        moments[name] = torch.full_like(moments[name], float("nan"))
+        save_file(moments, file)
+    return setup
+
+
+def fifo(rel: str):
+    def setup(ctx):
+        os.mkfifo(ctx.tmp / rel)
+    return setup
+
+
+def output_locked(out: str):
+    def setup(ctx):
+        handle = open(ctx.run / f".lock-{out}", "a")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return handle
+    return setup
 
 
 # (id, argv with {run} {tmp} {cfg} {chess} placeholders, setup, exit code, regex of the message)
@@ -353,6 +401,68 @@ CASES = [
     ("report into a folder", ["report", "{run}", "--out", "{run}"], evaluated, 2,
      r"--out .*run is a folder; name the HTML file"),
     ("report of no folder", ["report", "{tmp}/nothing"], None, 2, r"nothing is not a folder"),
+    # issue 24, item 2: outputs are written only as regular files
+    ("report over a pipe", ["report", "{run}", "--out", "{tmp}/pipe.html"], both(evaluated, fifo("pipe.html")), 2,
+     r"pipe\.html is a pipe or socket, not a regular file; loopkit writes its outputs only as regular files"),
+    ("report over a device", ["report", "{run}", "--out", "/dev/null"], evaluated, 2,
+     r"/dev/null is a device, not a regular file"),
+    ("report over a link", ["report", "{run}", "--out", "{tmp}/link.html"],
+     both(evaluated, write("target.html", "mine"),
+          lambda ctx: (ctx.tmp / "link.html").symlink_to(ctx.tmp / "target.html")),
+     2, r"link\.html is a symbolic link, not a regular file"),
+    ("claims over a link", ["claims", "{run}", "--out", "{tmp}/out"],
+     both(evaluated, write("mine.json", "{}"),
+          lambda ctx: ((ctx.tmp / "out").mkdir(), (ctx.tmp / "out" / "claims.json").symlink_to(ctx.tmp / "mine.json"))),
+     2, r"out/claims\.json is a symbolic link, not a regular file"),
+    # item 4: one writer per output folder
+    ("two evals at once", ["eval", "{run}"], output_locked("eval"), 2,
+     r"run is in use by another loopkit eval writing eval/ \(it holds .*\.lock-eval\); wait for it to end"),
+    ("two analyses at once", ["analyze", "{run}", "--samples", "2"], output_locked("analysis"), 2,
+     r"in use by another loopkit analyze writing analysis/"),
+    # item 5: nothing in a run folder is followed through a link
+    ("step folder linked to another run", ["eval", "{run}"],
+     both(other_run, link(f"{{run}}/{STEP4}", f"other/{STEP4}")), 2,
+     r"step_00000004 is a symbolic link \(to .*other.*\); a run folder is data and loopkit follows no link in it"),
+    ("eval folder linked outside", ["eval", "{run}"], link("{run}/eval", "outside/"), 2,
+     r"run/eval is a symbolic link \(to .*outside\)"),
+    ("analysis folder linked outside", ["analyze", "{run}", "--samples", "2"], link("{run}/analysis", "outside/"), 2,
+     r"run/analysis is a symbolic link"),
+    ("metrics.jsonl linked outside, resume", RESUME, link("{run}/metrics.jsonl", "outside.jsonl"), 2,
+     r"run/metrics\.jsonl is a symbolic link"),
+    ("checkpoints linked outside, resume", RESUME, link("{run}/checkpoints", "outside"), 2,
+     r"run/checkpoints is a symbolic link"),
+    ("latest is a link, eval", ["eval", "{run}"], link("{run}/checkpoints/latest", "elsewhere-latest"), 2,
+     r"checkpoints/latest is a symbolic link"),
+    ("fresh run over an old metrics.jsonl", ["train", "{cfg}", "--run-dir", "{tmp}/old", *TINY],
+     write("old/metrics.jsonl", '{"step": 2, "loss": 0.5}\n'), 2,
+     r"old holds a metrics\.jsonl from an earlier run; move it away or choose another --run-dir"),
+    # item 8: non-finite optimizer moments are a damaged checkpoint, not a learning rate to lower
+    ("NaN optimizer moments, resume", RESUME, nan_moments(STEP4), 2,
+     r"step_00000004/optimizer\.safetensors holds non-finite optimizer moments \(NaN or inf in 1 of \d+ tensors, "
+     r"first [\w.]+\); the earlier checkpoint step_00000002 \(step 2\) is intact: add --checkpoint step_00000002"),
+    # item 12: devices torch knows but loopkit cannot run on
+    ("train.device=meta", train_prefix("train.device=meta"), None, 2,
+     r"train\.device=meta: loopkit cannot run on meta here; allowed here: auto, cpu"),
+    pytest.param("train.device=mps", train_prefix("train.device=mps"), None, 2,
+                 r"train\.device=mps: loopkit cannot run on mps here; allowed here: auto, cpu",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="an Apple GPU is here"),
+                 id="train.device=mps"),
+    ("eval --device meta", ["eval", "{run}", "--device", "meta"], None, 2,
+     r"--device=meta: loopkit cannot run on meta here; allowed here: cpu"),
+    ("analyze --device meta", ["analyze", "{run}", "--device", "meta"], None, 2, r"--device=meta: loopkit cannot run"),
+    ("train.device=bogus", train_prefix("train.device=gpu0"), None, 2,
+     r"train\.device='gpu0' is not a device; allowed here: auto, cpu"),
+    # item 13: run folders that cannot be made, and a key given twice
+    ("--run-dir under a file", ["train", "{cfg}", "--run-dir", "{tmp}/file/run", *TINY], write("file", "x"), 2,
+     r"--run-dir .*file/run: .*file is a file, not a folder"),
+    ("--run-dir in /proc", ["train", "{cfg}", "--run-dir", "/proc/loopkit-run", *TINY], None, 2,
+     r"--run-dir /proc/loopkit-run"),
+    ("config key given twice", ["train", "{tmp}/twice.yaml", "--run-dir", "{tmp}/new", *TINY],
+     write("twice.yaml", "task:\n  name: prefix_sums\ntrain:\n  lr: 0.001\n  steps: 4\n  lr: 0.01\n"), 2,
+     r"twice\.yaml is not valid YAML: key 'lr' is given twice \(lines 4 and 6\); keep one at line 6 column 3$"),
+    ("sweep key given twice", ["sweep", "{tmp}/twice.yaml", "--out", "{tmp}/runs"],
+     write("twice.yaml", "base: prefix_sums.yaml\nseeds: [0]\nseeds: [1]\n"), 2,
+     r"twice\.yaml is not valid YAML: key 'seeds' is given twice \(lines 2 and 3\)"),
 ]
 
 
@@ -453,3 +563,148 @@ def test_the_committed_chess_runs_evaluate_from_any_folder(tmp_path, monkeypatch
         assert task.cache_read_only and "engine" not in cfg.task
         assert [len(s.x) for s in task.eval_sets()[:1]] in ([200], [100])
     assert not list(tmp_path.iterdir())
+
+
+# -- issue 24 ------------------------------------------------------------------------------------
+def outside_cache_chess(ctx) -> Path:
+    """The chess run with its stored cache folder moved outside it (an absolute path)."""
+    chess_run(ctx)
+    stored = ctx.tmp / "chess" / "config.yaml"
+    stored.write_text(stored.read_text().replace("cache_dir: cache", f"cache_dir: {ctx.tmp / 'outside-cache'}"))
+    return ctx.tmp / "chess"
+
+
+@pytest.mark.parametrize("how", ["new run", "resume with changes", "sweep base"])
+def test_a_run_config_used_as_a_recipe_runs_no_stored_program(made, tmp_path, capsys, monkeypatch, how):
+    """Item 1: `train RUN/config.yaml` (a new run, a resume, a sweep's base) drops the stored engine and
+    the stored cache folder outside the run, says so, and so runs nothing the file names and writes
+    nothing there; the engine used is the environment's (here none, so the training stops there)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default cache folder, inside the test folder
+    chess = outside_cache_chess(SimpleNamespace(tmp=tmp_path, made=made))
+    small = ["train.steps=1", "task.train_size=4", "task.workers=1", "train.threads=1"]
+    if how == "new run":
+        code = main(["train", str(chess / "config.yaml"), "--run-dir", str(tmp_path / "new"), *small])
+        err = capsys.readouterr().err
+    elif how == "resume with changes":
+        code = main(["train", str(chess / "config.yaml"), "--run-dir", str(chess), "--resume", "--allow-changes",
+                     *small])
+        err = capsys.readouterr().err
+    else:
+        (tmp_path / "sweep.yaml").write_text(f"base: {chess / 'config.yaml'}\noverrides: {json.dumps(small)}\n"
+                                             "stages: [train]\n")
+        code = main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "runs")])
+        err = (tmp_path / "runs" / "seed-0" / "sweep.log").read_text()
+    assert code in (1, 2)  # no engine here: the training cannot make its puzzles
+    assert re.search(r"notice: .*chess/config\.yaml names task\.engine='.*evil-engine'; a run folder is data, so it "
+                     r"is not used \(give task\.engine=\.\.\. on the command line to use it\)", err), err
+    assert re.search(r"notice: .*names task\.cache_dir='.*outside-cache'; a run folder is data", err), err
+    assert re.search(r"LOOPKIT_STOCKFISH='.*no-stockfish' is not an executable file", err), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "engine-ran").exists() and not (tmp_path / "outside-cache").exists()
+
+
+def test_a_run_config_keeps_its_engine_when_the_command_line_names_it(made, tmp_path, capsys):
+    chess = outside_cache_chess(SimpleNamespace(tmp=tmp_path, made=made))
+    cfg = recipe(chess / "config.yaml", [f"task.engine={tmp_path / 'mine'}", f"task.cache_dir={tmp_path / 'c'}"],
+                 tmp_path / "new")
+    assert cfg.task["engine"] == str(tmp_path / "mine") and cfg.task["cache_dir"] == str(tmp_path / "c")
+    assert "notice" not in capsys.readouterr().err
+    inside = recipe(made.run / "config.yaml", [], made.run)  # a user's recipe file is read as written
+    assert inside.task["name"] == "prefix_sums"
+
+
+def test_divergence_is_caught_before_a_checkpoint_and_names_the_newest_good_one(made, tmp_path, capsys):
+    """Item 3: a run that blows up (here: resumed at lr 1e30, one checkpoint kept, saved every step)
+    stops before saving the blown-up weights, so the good checkpoint it resumed from is neither
+    replaced nor pruned, and the message names it; eval of the run still reads those weights."""
+    run = tmp_path / "run"
+    shutil.copytree(made.run, run)
+    good = (run / STEP4 / "model.safetensors").read_bytes()
+    argv = ["train", str(made.cfg), "--run-dir", str(run), "--resume", "--allow-changes", *TINY, "train.steps=30",
+            "train.lr=1e30", "train.ckpt_every=1", "train.keep_checkpoints=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(r"loopkit: error: training diverged by step 5: the loss of the updated weights is .*; the "
+                        r"newest good checkpoint is step_00000004 \(step 4\); resume from it with --resume "
+                        r"--allow-changes and a lower train\.lr\. Lower train\.lr \(now 1e\+30\).*", err), err
+    assert checkpoint.latest(run).name == "step_00000004"
+    assert (run / STEP4 / "model.safetensors").read_bytes() == good
+    assert main(["eval", str(run)]) == 0
+
+
+def test_a_finite_blow_up_is_divergence(made, tmp_path, capsys):
+    """Item 13: train.lr=100 used to end at a loss of ~289 with exit 0; the loss explodes against the
+    untrained model's, so the run stops, before writing a checkpoint of the exploded weights."""
+    run = tmp_path / "run"
+    assert main(["train", str(made.cfg), "--run-dir", str(run), *TINY, "train.lr=100", "train.steps=40"]) == 2
+    assert re.search(r"training diverged by step \d+: .* over 4 x the untrained model's 0\.\d+",
+                     capsys.readouterr().err)
+    assert not (run / "checkpoints").exists()
+
+
+def test_resumed_runs_judge_explosions_against_the_recorded_untrained_loss(made):
+    state = checkpoint.read_state(made.run / STEP4)
+    assert 0.5 < state["reference_loss"] < 1.0  # the untrained prefix-sums loss, ~ln 2
+    older = {k: v for k, v in state.items() if k != "reference_loss"}  # a run saved before it was recorded
+    first = json.loads((made.run / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert reference_loss(older, made.run) == first
+
+
+WRITERS = {  # item 10: every writer, on a disk that refuses writes (the file size limit, as a full disk does)
+    "train": ["train", "{cfg}", "--run-dir", "{tmp}/fresh", *TINY],
+    "resume": ["train", "{cfg}", "--run-dir", "{run}", "--resume", *TINY, "train.steps=8", "--allow-changes"],
+    "eval": ["eval", "{run}"],
+    "analyze": ["analyze", "{run}", "--samples", "2"],
+    "claims": ["claims", "{evaluated}", "--out", "{tmp}/claims"],
+    "report": ["report", "{evaluated}", "--out", "{tmp}/report.html"],
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_full_disk_gives_one_line_and_loses_nothing(made, tmp_path, writer):
+    """Each writer in its own process with writes cut off past 1 kB: one line naming the file, no
+    traceback, nothing half-written, and the run resumes (or evaluates) once there is room."""
+    import resource
+    import subprocess
+    import sys
+
+    run, evaluated = tmp_path / "run", tmp_path / "evaluated"
+    shutil.copytree(made.run, run)
+    shutil.copytree(made.run, evaluated)
+    (evaluated / "eval").mkdir()
+    (evaluated / "eval" / "results.json").write_bytes(made.results)
+    before = tree_hash(tmp_path)
+    argv = [a.format(run=run, tmp=tmp_path, cfg=made.cfg, evaluated=evaluated) for a in WRITERS[writer]]
+    done = subprocess.run([sys.executable, "-m", "loopkit.cli", *argv, "--quiet"], capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)), timeout=300)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith("loopkit: error: ") and re.search(r"File too large", lines[-1]), done.stderr
+    assert str(tmp_path) in lines[-1]  # names the file
+    after = tree_hash(tmp_path)
+    changed = {k for k in set(after) | set(before) if after.get(k) != before.get(k)}
+    assert not [k for k in changed if ".tmp" in k], changed  # no temporary file left behind
+    if writer in ("train", "resume"):  # what the run holds is intact: it goes on from there with room
+        target = tmp_path / "fresh" if writer == "train" else run
+        again = ["--resume"] if (target / "config.yaml").exists() else []
+        assert main([*argv, *again]) == 0
+        assert checkpoint.latest(target).name == ("step_00000008" if writer == "resume" else "step_00000004")
+    else:
+        assert not [k for k in changed if k.endswith((".json", ".html", ".md", ".png"))], changed
+
+
+def test_a_damaged_cache_file_is_named_not_a_traceback(tmp_path):
+    """Item 13: a cache shard cut short (a full disk, an interrupted copy) is one line naming it."""
+    import numpy as np
+
+    from loopkit.cache import read_arrays
+
+    good = tmp_path / "shard.npz"
+    np.savez(good, x=np.arange(1000), y=np.arange(1000))
+    assert read_arrays(good, ("x", "y"))["y"][-1] == 999
+    cut_short = tmp_path / "cut.npz"
+    cut_short.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(config.ConfigError, match=r"cache file .*cut\.npz is damaged \(.*\); delete it and it is made"):
+        read_arrays(cut_short)
+    with pytest.raises(config.ConfigError, match=r"shard\.npz is damaged: it lacks puzzles"):
+        read_arrays(good, ("puzzles",))

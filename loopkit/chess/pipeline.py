@@ -51,6 +51,7 @@ import chess.engine
 import numpy as np
 
 from .. import atomic
+from ..cache import read_arrays
 from ..errors import ConfigError
 from .engine import engine_name, open_engine
 
@@ -236,8 +237,7 @@ def _save(path: Path, shard: dict) -> None:
 
 
 def _load(path: Path) -> dict:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return read_arrays(path)
 
 
 class _Cache:
@@ -264,7 +264,11 @@ class _Cache:
             return
         manifest = self.dir / "manifest.json"
         if manifest.exists():
-            made_by = json.loads(manifest.read_text()).get("engine")
+            try:
+                made_by = json.loads(manifest.read_text()).get("engine")
+            except (OSError, ValueError, AttributeError):
+                raise ConfigError(f"{manifest} is damaged (not a JSON record of the engine); delete {self.dir} and "
+                                  "its puzzles are made again") from None
             if made_by != name:
                 raise ConfigError(f"{self.dir} holds puzzles made by {made_by}, but the engine now is {name}; "
                                   "use another task.cache_dir or delete that folder")

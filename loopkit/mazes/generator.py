@@ -53,6 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import atomic
+from ..cache import read_arrays
 from ..pool import run_chunks
 
 GENERATOR_VERSION = 1
@@ -277,8 +278,8 @@ def generate(
         raise ValueError("workers must be >= 0 (0: one per CPU)")
     path = cache_path(cache_dir, size, n, seed, loops) if cache_dir is not None else None
     if path is not None and path.exists():
-        with np.load(path) as z:
-            return z["x"], z["y"]
+        z = read_arrays(path, ("x", "y"))
+        return z["x"], z["y"]
 
 
     workers = workers or _cpus()

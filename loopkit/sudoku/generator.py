@@ -52,6 +52,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import atomic
+from ..cache import read_arrays
 from ..pool import run_chunks
 from .solver import (
     _BOXES,
@@ -266,9 +267,8 @@ def generate(
         raise ValueError("n and seed must be non-negative")
     path = cache_path(cache_dir, level, n, seed) if cache_dir is not None else None
     if path is not None and path.exists():
-        with np.load(path) as z:
-            grades = {k: z[k] for k in ("clues", "nodes", "propagation_only")}
-            return z["puzzles"], z["solutions"], grades
+        z = read_arrays(path, ("puzzles", "solutions", "clues", "nodes", "propagation_only"))
+        return z["puzzles"], z["solutions"], {k: z[k] for k in ("clues", "nodes", "propagation_only")}
 
 
     chunk = max(1, min(64, n // (max(workers, 1) * 8) or 1))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import atomic
 from ..cache import cache_dir
 from ..errors import ConfigError
 from ..layout import Layout
@@ -139,5 +140,5 @@ def maze_figure(x: np.ndarray, y: np.ndarray, pred: np.ndarray, path: Path, titl
         ax.text(c, r, mark, ha="center", va="center", fontsize=8, color="white" if pred[r, c] else "black")
     ax.set(xticks=[], yticks=[], title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -193,7 +193,8 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .atomic import check_target
+    from .report import REPORT_HEAD, write_report
 
     paths = [Path(p) for p in args.paths]
     if len(paths) == 1 and not paths[0].is_dir():
@@ -204,6 +205,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     if out.is_dir():
         raise config.ConfigError(f"--out {out} is a folder; name the HTML file to write")
     check_output_folder(out.parent, "output folder")
+    check_target(out)  # a device, pipe or link is refused before the report is built, not after
+    if out.is_file() and not args.force and not out.open("rb").read(len(REPORT_HEAD)) == REPORT_HEAD.encode():
+        raise config.ConfigError(f"--out {out} exists and is not a loopkit report; pass --force to replace it")
     print(f"wrote {write_report(paths, out)}")
 
 
@@ -306,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page: claims, accuracy vs T, diagnostics, C4 scatter")
     p.add_argument("paths", nargs="+", help="a sweep folder, or run folders")
     p.add_argument("--out", help="the HTML file (default: <sweep folder>/report.html)")
+    p.add_argument("--force", action="store_true", help="replace --out even when it is not a loopkit report")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("demo", help="train recall+outer and no-recall models on prefix sums and compare them")

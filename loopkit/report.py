@@ -19,6 +19,9 @@ from . import atomic
 from .claims import ACCURACY, DIAGNOSTICS, claims_of, finite_or_none, group_runs, mean_sd, read_runs
 from .config import ConfigError
 
+# how every report begins: `loopkit report --out` replaces a file only when it begins so (or --force)
+REPORT_HEAD = '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>loopkit report</title>'
+
 
 def _figure_uri(fig) -> str:
     buf = io.BytesIO()
@@ -133,8 +136,7 @@ def build_report(run_dirs: list[Path], progress: bool | None = None) -> str:
                 _diagnostics_figure(groups)),
                ("C4: each diagnostic against the extrapolation gain, one point per run", _scatter_figure(runs))]
     imgs = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='{uri}'>" for t, uri in figures if uri)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>loopkit report</title>
+    return f"""{REPORT_HEAD}
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px}}img{{max-width:100%}}code{{font-size:11px}}</style></head>
 <body><h1>loopkit report</h1><p>{len(runs)} runs, {len(groups)} configurations; mean ± sd over seeds;

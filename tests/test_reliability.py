@@ -131,14 +131,15 @@ def remove(*rels: str):
     return setup
 
 
-def nan_weights(*steps: str):
+def nan_weights(*steps: str, file: str = "model.safetensors"):
+    """Set the first tensor of `file` (the weights, or the optimizer's moments) of each step to NaN."""
     def setup(ctx):
         for step in steps:
-            file = ctx.run / step / "model.safetensors"
-            weights = load_file(file)
+            file_ = ctx.run / step / file
+            weights = load_file(file_)
             name = sorted(weights)[0]
             weights[name] = torch.full_like(weights[name], float("nan"))
-            save_file(weights, file)
+            save_file(weights, file_)
     return setup
 
 
@@ -186,16 +187,6 @@ def link(rel: str, target: str):
 
 def other_run(ctx):
     shutil.copytree(ctx.made.run, ctx.tmp / "other")
-
-
-def nan_moments(step: str):
-    def setup(ctx):
-        file = ctx.run / step / "optimizer.safetensors"
-        moments = load_file(file)
-        name = sorted(moments)[0]
-        moments[name] = torch.full_like(moments[name], float("nan"))
-        save_file(moments, file)
-    return setup
 
 
 def fifo(rel: str):
@@ -440,7 +431,7 @@ CASES = [
      write("old/metrics.jsonl", '{"step": 2, "loss": 0.5}\n'), 2,
      r"old holds a metrics\.jsonl from an earlier run; move it away or choose another --run-dir"),
     # item 8: non-finite optimizer moments are a damaged checkpoint, not a learning rate to lower
-    ("NaN optimizer moments, resume", RESUME, nan_moments(STEP4), 2,
+    ("NaN optimizer moments, resume", RESUME, nan_weights(STEP4, file="optimizer.safetensors"), 2,
      r"step_00000004/optimizer\.safetensors holds non-finite optimizer moments \(NaN or inf in 1 of \d+ tensors, "
      r"first [\w.]+\); the earlier checkpoint step_00000002 \(step 2\) is intact: add --checkpoint step_00000002"),
     # item 12: devices torch knows but loopkit cannot run on

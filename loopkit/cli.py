@@ -162,8 +162,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_stage_args(args.sweep, sweep.eval_args, sweep.analyze_args)
     if args.threads < 0:
         raise config.ConfigError(f"--threads must be >= 0 (0: the cores split between the workers), got {args.threads}")
-    failures = run_sweep(args.sweep, out, workers=args.workers, backend=args.backend, address=args.address,
-                         threads=args.threads)
+    import signal
+    import threading
+
+    # SIGTERM stops the sweep as Ctrl-C does: its running stages are killed, no new one starts
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM)) if main_thread else None
+    try:
+        failures = run_sweep(args.sweep, out, workers=args.workers, backend=args.backend, address=args.address,
+                             threads=args.threads)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if failures:
         print(f"loopkit: {len(failures)} run(s) failed:", file=sys.stderr)
         for name, reason in failures:

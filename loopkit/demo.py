@@ -98,7 +98,8 @@ def side_by_side(jobs: dict[str, tuple[list[str], Path, int]], run_dirs: list[Pa
                 elif chains[name]:
                     running[name] = spawn(chains[name].pop(0), dirs[name], threads)
     for stage, lines in failed.items():
-        if lines:
+        if lines:  # in the models' order, not the order the processes happened to end in
+            lines.sort(key=lambda line: list(chains).index(line.partition(":")[0]))
             raise ConfigError(f"demo {stage} failed - " + "; ".join(lines) + " (full output in <run>/demo.log)")
 
 

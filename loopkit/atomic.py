@@ -14,6 +14,7 @@ file system) is a `WriteError` naming the file, with the target left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -90,6 +91,15 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) ->
     """`Path(path).write_bytes(data)`, atomically (see `replacing`)."""
     with replacing(path, fsync=fsync) as tmp:
         tmp.write_bytes(data)
+
+
+def write_texts(texts: dict[str | os.PathLike, str], encoding: str = "utf-8") -> None:
+    """Several files that belong together (claims.json and claims.md), each atomically, and none
+    replaced unless every one was written whole: a full disk leaves the old pair, not a mixed one."""
+    with contextlib.ExitStack() as stack:
+        for path, text in texts.items():
+            with open(stack.enter_context(replacing(path)), "w", encoding=encoding) as f:
+                f.write(text)
 
 
 def save_figure(fig, path: str | os.PathLike, **options) -> None:

@@ -468,6 +468,6 @@ def write_claims(run_dirs: list[str | Path], out: str | Path, progress: bool | N
     result = claims(run_dirs, progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "claims.json", json.dumps(finite_or_none(result), indent=1, allow_nan=False))
-    atomic.write_text(out / "claims.md", to_markdown(result))
+    atomic.write_texts({out / "claims.json": json.dumps(finite_or_none(result), indent=1, allow_nan=False),
+                        out / "claims.md": to_markdown(result)})
     return result

@@ -252,7 +252,10 @@ class MetricsLog:
                     self.tb.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # every record is flushed as written: only a line `write` already reported failing is left
+            pass
         if self.tb is not None:
             self.tb.close()
 

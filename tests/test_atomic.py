@@ -88,3 +88,42 @@ def test_permissions_are_those_of_a_plain_open(tmp_path):
         os.umask(umask)
     mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o644
+
+
+def test_files_that_belong_together_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
+    """claims.json and claims.md: when the second cannot be written, the first keeps its old text too."""
+    first, second = tmp_path / "a.json", tmp_path / "a.md"
+    first.write_text("old json")
+    second.write_text("old md")
+    real_open = open
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        if str(file).endswith(".md") and "w" in mode:
+            raise OSError(28, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    with pytest.raises(atomic.WriteError, match=r"cannot write .*a\.md: No space left on device"):
+        atomic.write_texts({first: "new json", second: "new md"})
+    monkeypatch.undo()
+    assert (first.read_text(), second.read_text()) == ("old json", "old md")
+    assert names(tmp_path) == ["a.json", "a.md"]
+    atomic.write_texts({first: "new json", second: "new md"})
+    assert (first.read_text(), second.read_text()) == ("new json", "new md")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "folder"])
+def test_a_target_that_is_not_a_regular_file_is_refused_and_kept(tmp_path, kind):
+    target = tmp_path / "out.html"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "link":
+        (tmp_path / "mine.html").write_text("mine")
+        target.symlink_to(tmp_path / "mine.html")
+    else:
+        target.mkdir()
+    with pytest.raises(atomic.WriteError, match=r"out\.html is a (pipe or socket|symbolic link|folder), not a regular"):
+        atomic.write_text(target, "report")
+    assert (target.is_symlink() if kind == "link" else target.is_dir() if kind == "folder" else stat.S_ISFIFO(
+        os.lstat(target).st_mode))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left

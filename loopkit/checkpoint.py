@@ -181,6 +181,9 @@ def verify(path: Path, full: bool = False) -> dict[str, Any]:
     state = read_state(path)
     _weights(path)
     if full:
+        if not (path / "optimizer.safetensors").exists() and not (path / "rng.safetensors").exists():
+            raise CheckpointError(f"{path} holds the weights only (published runs keep no optimizer or random "
+                                  "state): it evaluates and analyses, but a resume needs the run's own full checkpoint")
         moments = _tensors(path / "optimizer.safetensors")
         broken = [k for k, v in moments.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if broken:  # resuming from them diverges at once whatever the learning rate: the checkpoint is broken

@@ -339,6 +339,10 @@ CASES = [
      r"step_00000004/optimizer\.safetensors is damaged: .*; "
      r"the earlier checkpoint step_00000002 \(step 2\) is intact: "
      r"add --checkpoint step_00000002 to the resume \(its later steps are trained again\)$"),
+    ("weights-only checkpoint, resume", RESUME, remove(*(f"{step}/{name}" for step in (STEP2, STEP4)
+                                                         for name in ("optimizer.safetensors", "rng.safetensors"))), 2,
+     r"step_00000004 holds the weights only \(published runs keep no optimizer or random state\): it evaluates and "
+     r"analyses, but a resume needs the run's own full checkpoint$"),
     ("missing rng, resume", RESUME,
      lambda ctx: (ctx.run / STEP4 / "rng.safetensors").unlink(), 2,
      r"rng\.safetensors is damaged: the file is missing"),

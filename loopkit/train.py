@@ -449,8 +449,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
         tc = cfg.train
     model = build_model(cfg, task).to(rt.device)
     if tc.compile != "off":
-        for block in model.blocks:  # in place: parameter names, hence checkpoints, stay as they are
-            block.compile(mode=tc.compile)
+        model.compile_blocks(tc.compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                   betas=(0.9, tc.adam_beta2))
     step, window_loss, window_steps, reference = 0, 0.0, 0, None

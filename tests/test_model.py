@@ -212,3 +212,24 @@ def test_grid_relative_bias_is_a_function_of_row_and_column_offsets():
         dr, dc = j // 4 - i // 4, j % 4 - i % 4
         torch.testing.assert_close(bias[:, i, j], model.pos_bias.table[:, max(-2, min(2, dr)) + 2,
                                                                         max(-2, min(2, dc)) + 2])
+
+
+def test_cuda_graph_outputs_are_copied_out_of_the_graph_pool(monkeypatch):
+    """Under reduce-overhead the block's output lives in the CUDA graph's pool, which the next replay
+    overwrites (the first CUDA run crashed on it): `compile_blocks` makes every step return a copy.
+    Compilation itself is stubbed here (no GPU in CI); benchmarks/cudagraph_train.py checks the real
+    thing on a GPU."""
+    from loopkit.config import ModelConfig
+    from loopkit.model import LoopedTransformer
+
+    model = LoopedTransformer(ModelConfig(width=16, heads=2), vocab_size=2, num_classes=2)
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: None)
+    x = torch.randint(0, 2, (2, 5))
+    s = model.start(x)
+    for mode, copied in (("default", False), ("reduce-overhead", True)):
+        model.compile_blocks(mode)
+        seen = []
+        hook = model.blocks[0].register_forward_hook(lambda m, i, out, seen=seen: seen.append(out))
+        h = model.step(s.h0, s.e, s.pattern)
+        hook.remove()
+        assert torch.equal(h, seen[0]) and (h.data_ptr() != seen[0].data_ptr()) == copied

@@ -29,6 +29,10 @@ from loopkit import config  # noqa: E402
 from loopkit.model import LoopedTransformer  # noqa: E402
 from loopkit.train import train  # noqa: E402
 
+# bf16 runs of one seed drift apart step by step (reduction order differs between eager and graph
+# kernels): on an H200 the two 300-step curves stayed within 0.041 of each other (loss 1.5 -> 0.4)
+BF16_GAP = 0.1
+
 
 def recipe(device: str, steps: int, dry: bool, cache: str | None) -> list[str]:
     size = ["model.width=32", "model.heads=2", "train.batch_size=8", "task.train_size=64"] if dry else \
@@ -113,7 +117,10 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     falls = all(r["ok"] and r["loss"][-1] < r["loss"][0] for r in results[:2])
-    return 0 if falls else 1
+    close = results[1].get("max_loss_gap", float("inf")) <= BF16_GAP
+    print(f"compiled: {'ran' if results[1]['ok'] else 'FAILED'}; loss falls: {falls}; within {BF16_GAP} of eager's at "
+          f"every logged step: {close}")
+    return 0 if falls and close else 1
 
 
 if __name__ == "__main__":

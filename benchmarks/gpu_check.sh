@@ -8,6 +8,8 @@
 # 1. the tests parametrized over devices, on the GPU                                  -> tests.txt
 # 2. throughput: fp32 / bf16 x eager / compiled / CUDA graphs, prefix sums and sudoku  -> throughput.txt
 # 3. peak memory against T for full backprop, bptt and the progressive loss            -> memory.txt
+# 3b. `loopkit train` with CUDA graphs (train.compile=reduce-overhead) against eager from one seed:
+#    the loss falls and stays within bf16 tolerance of eager's                        -> cudagraph_train.txt
 # 4. the sudoku config at a GPU-sized budget (width 256, batch 256, 100k puzzles), trained for
 #    --train-minutes (default 1.5), then its accuracy against T on the ladder          -> sudoku/
 # Everything lands in DIR (default $OUT, else gpu_check_out) plus gpu_check.tar.gz of it all and a
@@ -86,6 +88,8 @@ stage preflight preflight
 stage tests python -m pytest "${tests[@]}" -p no:cacheprovider
 stage throughput python benchmarks/step_time.py "${speed[@]}"
 stage memory python benchmarks/memory.py "${memory[@]}"
+if [ $dry = 1 ]; then graphs=(--device cpu --steps 4 --dry-run); else graphs=(--device cuda --steps 300); fi
+stage cudagraph_train python benchmarks/cudagraph_train.py "${graphs[@]}" ${cache:+--cache "$cache"}
 
 # sudoku at a GPU-sized budget: make the data first (so that the clock is training only), time a
 # few steps, then train for as many steps as fit the minutes left (the cosine schedule then ends
@@ -118,12 +122,13 @@ cp "$run/eval/results.json" "$out/sudoku_eval.json" 2>/dev/null
 {
     echo; echo "## throughput"; cat "$out/throughput.txt" | grep -v -i warning
     echo; echo "## memory"; cat "$out/memory.txt"
+    echo; echo "## CUDA graphs in loopkit train"; grep -v -i "warn\|it/s\|puzzle/s" "$out/cudagraph_train.txt" | tail -n 3
     echo; echo "## sudoku"; tail -n 12 "$out/sudoku_eval.txt"
     echo; echo "## tests"; tail -n 3 "$out/tests.txt"
     echo; echo "## preflight"; cat "$out/preflight.txt"
 } >> "$out/summary.md"
 tarball=$(mktemp "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
-if tar -czf "$tarball" --exclude='*/optimizer.safetensors' -C "$(dirname "$out")" "$(basename "$out")"; then
+if tar -czf "$tarball" --exclude='*/optimizer.safetensors' --exclude='*/rng.safetensors' -C "$(dirname "$out")" "$(basename "$out")"; then
     mv "$tarball" "$out/gpu_check.tar.gz"
 else
     failed+=("tarball")

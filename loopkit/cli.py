@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from . import config
-from .checkpoint import CheckpointError
 from .errors import LoopkitError
 from .progress import enabled, set_quiet
 from .runfolder import check_output_folder, output_lock, recipe
@@ -35,7 +34,7 @@ def check_run_folder(run_dir: str, out: str, command: str) -> IO:
     link on the way); returns the folder's lock, held until the command ends, so that a second
     command writing the same results is refused rather than overwriting them."""
     if not Path(run_dir).is_dir():
-        raise CheckpointError(f"{run_dir} is not a run folder (no such folder)")
+        raise config.ConfigError(f"{run_dir} is not a run folder (no such folder)")
     check_output_folder(Path(run_dir) / out, "output folder", parents=False)
     return output_lock(run_dir, out, command)
 

@@ -9,6 +9,7 @@ batch (the same matrix sizes a pack multiplies, with none of vmap's overhead). I
 prints per-member step time and runs/hour relative to one model per process.
 
     python benchmarks/pack_scaling.py --task prefix_sums --packs 1,4,8 --threads 1
+    python benchmarks/pack_scaling.py --task sudoku --device cuda --packs 1,8,16 model.width=256 train.batch_size=256
 """
 
 from __future__ import annotations
@@ -33,14 +34,19 @@ from loopkit.tasks import build_task  # noqa: E402
 from loopkit.train import plan_step, step_generator  # noqa: E402
 
 
-def measure(n: int, cfg, task, prec: str, steps: int) -> tuple[float, float, float]:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(n: int, cfg, task, prec: str, steps: int, device: torch.device) -> tuple[float, float, float]:
     """Median seconds per member-step: packed (N members in one vmapped step), one at a time, and
     one model at an N x batch (per N-th of it)."""
     tc = cfg.train
     models = []
     for seed in range(n):
         torch.manual_seed(seed)
-        models.append(build_model(cfg, task))
+        models.append(build_model(cfg, task).to(device))
     params, buffers = stack_module_state(models)
     opt = torch.optim.AdamW(params.values(), lr=tc.lr)
     singles = [torch.optim.AdamW(m.parameters(), lr=tc.lr) for m in models]
@@ -54,8 +60,9 @@ def measure(n: int, cfg, task, prec: str, steps: int) -> tuple[float, float, flo
             return task.loss(out.logits, y)
 
         batches = [task.train_batch(tc.batch_size, step_generator(seed, s)) for seed in range(n)]
-        x, y = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
-        with sdpa_kernel(SDPBackend.MATH), precision.autocast(torch.device("cpu"), prec):
+        x, y = (torch.stack([b[i] for b in batches]).to(device) for i in (0, 1))
+        # SDPA's fused kernels refuse an attention bias that needs a gradient under vmap
+        with sdpa_kernel(SDPBackend.MATH), precision.autocast(device, prec):
             loss = vmap(member_loss)(params, buffers, x, y).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -64,8 +71,8 @@ def measure(n: int, cfg, task, prec: str, steps: int) -> tuple[float, float, flo
     def single_steps(s: int) -> None:
         plan = plan_step(tc, step_generator(0, s))
         for seed, (m, o) in enumerate(zip(models, singles)):
-            x, y = task.train_batch(tc.batch_size, step_generator(seed, s))
-            with precision.autocast(torch.device("cpu"), prec):
+            x, y = (t.to(device) for t in task.train_batch(tc.batch_size, step_generator(seed, s)))
+            with precision.autocast(device, prec):
                 loss = task.loss(m(x, plan.n + plan.k, grad_iters=plan.k).logits, y)
             o.zero_grad(set_to_none=True)
             loss.backward()
@@ -73,8 +80,8 @@ def measure(n: int, cfg, task, prec: str, steps: int) -> tuple[float, float, flo
 
     def wide_step(s: int) -> None:
         plan = plan_step(tc, step_generator(0, s))
-        x, y = task.train_batch(n * tc.batch_size, step_generator(0, s))
-        with precision.autocast(torch.device("cpu"), prec):
+        x, y = (t.to(device) for t in task.train_batch(n * tc.batch_size, step_generator(0, s)))
+        with precision.autocast(device, prec):
             loss = task.loss(models[0](x, plan.n + plan.k, grad_iters=plan.k).logits, y)
         singles[0].zero_grad(set_to_none=True)
         loss.backward()
@@ -83,8 +90,10 @@ def measure(n: int, cfg, task, prec: str, steps: int) -> tuple[float, float, flo
     times: dict[str, list[float]] = {"packed": [], "single": [], "wide": []}
     for s in range(steps + 1):  # the first round is warm-up
         for name, fn in (("packed", packed_step), ("single", single_steps), ("wide", wide_step)):
+            sync(device)
             started = time.perf_counter()
             fn(s)
+            sync(device)
             if s:
                 times[name].append(time.perf_counter() - started)
     return tuple(statistics.median(times[k]) / n for k in ("packed", "single", "wide"))
@@ -95,6 +104,7 @@ def main() -> None:
     ap.add_argument("--task", default="prefix_sums", help="a shipped config: prefix_sums or sudoku")
     ap.add_argument("--packs", default="1,4,8")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     ap.add_argument("overrides", nargs="*", help="section.key=value for the config (e.g. model.width=128)")
     args = ap.parse_args()
@@ -102,11 +112,12 @@ def main() -> None:
     cfg = config.load(ROOT / "loopkit" / "configs" / f"{args.task}.yaml", args.overrides)
     task = build_task(cfg.task)
     tc = cfg.train
-    prec = precision.resolve(tc.precision, torch.device("cpu"))[0]
+    device = torch.device(args.device)
+    prec = precision.resolve(tc.precision, device)[0]
     print(f"{args.task}: width {cfg.model.width}, batch {tc.batch_size}, T {tc.max_iters}, {prec}, "
-          f"{args.threads} thread(s), torch {torch.__version__}")
+          f"{args.threads} thread(s), {device}, torch {torch.__version__}")
     for n in map(int, args.packs.split(",")):
-        packed, single, wide = measure(n, cfg, task, prec, args.steps)
+        packed, single, wide = measure(n, cfg, task, prec, args.steps, device)
         print(f"pack {n}: per member-step {1000 * single:6.1f} ms one model at a time, {1000 * packed:6.1f} packed "
               f"(runs/hour x {single / packed:.2f}), {1000 * wide:6.1f} as one {n} x batch (the ceiling: x "
               f"{single / wide:.2f})")

@@ -43,9 +43,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-    cfg = recipe(args.config, args.overrides, run_dir)  # a run's config.yaml runs no program (loopkit.runfolder)
+    cfg, dropped = recipe(args.config, args.overrides, run_dir)  # a run's config.yaml runs no program
     last = train(cfg, run_dir, resume=args.resume, allow_changes=args.allow_changes, ckpt_name=args.checkpoint,
-                 progress=enabled())
+                 progress=enabled(), dropped=dropped)
     print(json.dumps(last))
     print(f"run directory: {run_dir}")
 

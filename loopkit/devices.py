@@ -29,7 +29,7 @@ def resolve(text: str, option: str = "--device", auto: bool = False) -> torch.de
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     allowed = ", ".join((["auto"] if auto else []) + available())
     try:
-        device = torch.device(text) if isinstance(text, str) else None
+        device = text if isinstance(text, torch.device) else torch.device(text) if isinstance(text, str) else None
     except RuntimeError:
         device = None
     if device is None:

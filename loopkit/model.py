@@ -365,7 +365,7 @@ class LoopedTransformer(nn.Module):
         (benchmarks/cudagraph_train.py)."""
         for block in self.blocks:
             block.compile(mode=mode)
-        self.graph_outputs = mode == "reduce-overhead"
+        self.graph_outputs = mode in ("reduce-overhead", "max-autotune")  # both replay CUDA graphs
 
     def step(self, h: Tensor, e: Tensor, pattern: AttentionPattern, t: int = 0) -> Tensor:
         """One iteration Φ(h; e). `t` picks the block of an untied stack."""

@@ -92,14 +92,16 @@ def load_stored(cfg: Config, run_dir: str | Path, overrides: list[str] | tuple[s
     return cfg, read_only
 
 
-def recipe(path: str | Path, overrides: list[str] | tuple[str, ...], target: str | Path) -> Config:
-    """The config of a training that reads its recipe from `path`. A user's own config file means
-    what it says; a run folder's config.yaml is data: its relative paths are read relative to that
-    run, and a stored engine or a cache folder outside the run being trained (`target`) is dropped
-    with a notice, unless the command line gives it again."""
+def recipe(path: str | Path, overrides: list[str] | tuple[str, ...],
+           target: str | Path) -> tuple[Config, frozenset[str]]:
+    """The config of a training that reads its recipe from `path`, and the keys it dropped. A
+    user's own config file means what it says; a run folder's config.yaml is data: its relative
+    paths are read relative to that run, and a stored engine or a cache folder outside the run being
+    trained (`target`) is dropped with a notice, unless the command line gives it again (a resume
+    does not count a dropped key as a change of recipe; one the command line changes still is)."""
     run = run_of_config(path)
     if run is None:
-        return config.load(path, overrides)
+        return config.load(path, overrides), frozenset()
     given = {".".join(parse_override(o)[0]) for o in overrides}
     stored = config.load(path)
     task = _map_paths(stored.task, lambda p: str(run / p) if _is_relative(p) else p)
@@ -111,7 +113,7 @@ def recipe(path: str | Path, overrides: list[str] | tuple[str, ...], target: str
         print(f"loopkit: notice: {path} names task.{key}={task.pop(key)!r}; a run folder is data, so it is not "
               f"used (give task.{key}=... on the command line to use it)", file=sys.stderr)
     raw = config.apply_overrides(dataclasses.replace(stored, task=task).to_dict(), overrides)
-    return config.from_dict(raw)
+    return config.from_dict(raw), frozenset(f"task.{key}" for key in dropped)
 
 
 def check_no_links(run_dir: str | Path, *paths: str | Path) -> None:

@@ -280,9 +280,26 @@ def probe_loss(model: LoopedTransformer, task: Task, x: Tensor, y: Tensor, iters
     with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []), \
             torch.compiler.set_stance("force_eager"), precision.autocast(rt.device, tc.precision):
         loss = task.loss(model(x.to(rt.device), iters).logits, y.to(rt.device)).float()
-    if rt.world > 1:
-        dist.all_reduce(loss, op=dist.ReduceOp.MAX)
-    return float(loss)
+    return max_over_ranks(float(loss), rt)
+
+
+def max_over_ranks(value: float, rt: Runtime) -> float:
+    """The largest of the ranks' values (the value itself in one process): divergence is judged
+    alike on every rank, so that all stop together rather than some waiting in a collective."""
+    if rt.world == 1:
+        return value
+    box = torch.tensor(value, dtype=torch.float64, device=rt.device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return float(box)
+
+
+def rank0_value(value: float, rt: Runtime) -> float:
+    """Rank 0's value on every rank (the value itself in one process)."""
+    if rt.world == 1:
+        return value
+    box = torch.tensor(value, dtype=torch.float64, device=rt.device)
+    dist.broadcast(box, src=0)
+    return float(box)
 
 
 def check_diverged(model: nn.Module, faults: list[str | None], step: int, run_dir: Path, cfg: TrainConfig) -> None:
@@ -319,34 +336,31 @@ def lock_run_dir(run_dir: Path, resume: bool) -> tuple[IO, bool]:
     if resume and not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml)")
     runfolder.check_output_folder(run_dir, "--run-dir")
-    created = not run_dir.exists()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True)  # without exist_ok: of two processes starting at once, one made it
+        created = True
+    except FileExistsError:
+        created = False
     except OSError as err:  # a folder the checks could not foresee refusing it (/proc, an immutable folder)
         raise ConfigError(f"--run-dir {run_dir} cannot be made: {err.strerror or err}") from None
-    try:
-        return runfolder.hold_lock(run_dir, ".lock", "loopkit train process",
-                                   "wait for it to end or choose another --run-dir"), created
-    except ConfigError:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    # refused: the folder is the lock holder's now, even if this process made it, so it stays
+    return runfolder.hold_lock(run_dir, ".lock", "loopkit train process",
+                               "wait for it to end or choose another --run-dir"), created
 
 
-# where and how fast, not what: may change on resume (the engine and cache folder say where puzzles
-# are made and kept; a run's own config read back as a recipe drops them: loopkit.runfolder.recipe)
-RESUME_FREE = {"train.threads", "train.device", "task.engine", "task.cache_dir"}
+RESUME_FREE = {"train.threads", "train.device"}  # where and how fast, not what: may change on resume
 
 
-def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
-    """`section.key: old -> new` for every train.* / task.* / eval.* value a resume would change."""
+def config_changes(stored: dict[str, Any], cfg: Config, free: frozenset[str] = frozenset()) -> list[str]:
+    """`section.key: old -> new` for every train.* / task.* / eval.* value a resume would change
+    (besides RESUME_FREE and `free`: the keys a run's own config lost as a recipe, runfolder.recipe)."""
     new = cfg.to_dict()
     changes = []
     for section in ("train", "task", "eval"):
         old_s, new_s = config.as_recorded(section, stored.get(section)), new[section]
         for key in sorted(set(old_s) | set(new_s)):
             name = f"{section}.{key}"
-            if name not in RESUME_FREE and old_s.get(key) != new_s.get(key):
+            if name not in RESUME_FREE | free and old_s.get(key) != new_s.get(key):
                 changes.append(f"{name}: {old_s.get(key)!r} -> {new_s.get(key)!r}")
     return changes
 
@@ -359,7 +373,7 @@ RUN_FILES = ("config.yaml", "checkpoints", "metrics.jsonl", "config_changes.json
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: bool = False,
-                    ckpt_name: str | None = None) -> int | None:
+                    ckpt_name: str | None = None, free: frozenset[str] = frozenset()) -> int | None:
     """Create or reopen a run directory; refuse anything that would mix two runs in one folder.
     Returns the step to resume from (None for a fresh run). A resume that changes the recipe is
     refused unless `allow_changes`; then config.yaml takes the new values and config_changes.jsonl
@@ -388,7 +402,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
     stored = checkpoint.read_state(ckpt)["config"] if ckpt else recorded
     if ckpt:
         checkpoint.check_same_model(stored, cfg, ckpt)
-    changes = config_changes(stored, cfg)
+    changes = config_changes(stored, cfg, free)
     if changes and not allow_changes:
         raise ConfigError(f"--resume would change this run's recipe ({'; '.join(changes)}); pass --allow-changes "
                           "to continue with the new values (recorded in config_changes.jsonl), or resume with the old")
@@ -412,10 +426,12 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, allow_changes: boo
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, allow_changes: bool = False, ckpt_name: str | None = None) -> dict[str, Any]:
+          progress: bool = True, allow_changes: bool = False, ckpt_name: str | None = None,
+          dropped: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Train and return the last logged metrics. `stop_after` ends the process's work after that
     many steps without a final checkpoint (used to test that a killed run resumes exactly).
-    `ckpt_name` (with `resume`) continues from that checkpoint instead of the latest."""
+    `ckpt_name` (with `resume`) continues from that checkpoint instead of the latest. `dropped`:
+    the keys `runfolder.recipe` took out of a run's config (not a change of recipe on resume)."""
     run_dir = Path(run_dir)
     if ckpt_name is not None and not resume:
         raise ConfigError("--checkpoint names the checkpoint a --resume continues from; add --resume")
@@ -433,7 +449,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
     if rt.main:
         lock, created = lock_run_dir(run_dir, resume)
         try:
-            start = prepare_run_dir(run_dir, cfg, resume, allow_changes, ckpt_name)
+            start = prepare_run_dir(run_dir, cfg, resume, allow_changes, ckpt_name, dropped)
         except Exception:
             lock.close()
             if created:  # a failed start leaves nothing behind
@@ -490,12 +506,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
             window_loss = window_loss + loss.detach().double()  # stays on the device: no sync per step
             window_steps += 1
             if step == 1 and reference is None:  # the untrained model's loss: what an explosion is judged against
-                reference = float(loss.detach())
+                reference = rank0_value(float(loss.detach()), rt)
             bar.update(1)
             at_log = step % tc.log_every == 0 or step == tc.steps
             at_ckpt = step % tc.ckpt_every == 0 or step == tc.steps
             if at_log or at_ckpt:
-                faults = [loss_fault(float(window_loss) / max(1, window_steps), reference)]
+                faults = [loss_fault(max_over_ranks(float(window_loss) / max(1, window_steps), rt), reference)]
                 if at_ckpt:  # the weights about to be saved, judged before they are
                     faults.append(loss_fault(probe_loss(model, task, x, y, tc.max_iters, rt, tc), reference,
                                              "the loss of the updated weights"))
@@ -509,6 +525,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, stop_after: in
                     last.update(quick_eval(model, task, tc.max_iters, rt.device))
                 log.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if at_log:  # on every rank, so that every rank judges the same window
                 window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
             if rt.main and at_ckpt:
                 checkpoint.save(run_dir, step, model, optimizer, cfg,

@@ -87,6 +87,7 @@ def test_load_on_a_device_this_machine_lacks(prefix_run):
         loopkit.load(prefix_run.run_dir, device="cuda")
     with pytest.raises(ValueError, match=r"device=meta: loopkit cannot run on meta here"):
         loopkit.load(prefix_run.run_dir, device="meta")
+    assert loopkit.load(prefix_run.run_dir, device=torch.device("cpu")).step == 0  # a torch.device, as before
 
 
 def test_good_arguments_still_run(prefix_run):

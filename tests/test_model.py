@@ -226,7 +226,7 @@ def test_cuda_graph_outputs_are_copied_out_of_the_graph_pool(monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: None)
     x = torch.randint(0, 2, (2, 5))
     s = model.start(x)
-    for mode, copied in (("default", False), ("reduce-overhead", True)):
+    for mode, copied in (("default", False), ("reduce-overhead", True), ("max-autotune", True)):
         model.compile_blocks(mode)
         seen = []
         hook = model.blocks[0].register_forward_hook(lambda m, i, out, seen=seen: seen.append(out))

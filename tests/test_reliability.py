@@ -603,12 +603,25 @@ def test_a_run_config_used_as_a_recipe_runs_no_stored_program(made, tmp_path, ca
 
 def test_a_run_config_keeps_its_engine_when_the_command_line_names_it(made, tmp_path, capsys):
     chess = outside_cache_chess(SimpleNamespace(tmp=tmp_path, made=made))
-    cfg = recipe(chess / "config.yaml", [f"task.engine={tmp_path / 'mine'}", f"task.cache_dir={tmp_path / 'c'}"],
-                 tmp_path / "new")
+    named = [f"task.engine={tmp_path / 'mine'}", f"task.cache_dir={tmp_path / 'c'}"]
+    cfg, dropped = recipe(chess / "config.yaml", named, tmp_path / "new")
     assert cfg.task["engine"] == str(tmp_path / "mine") and cfg.task["cache_dir"] == str(tmp_path / "c")
-    assert "notice" not in capsys.readouterr().err
-    inside = recipe(made.run / "config.yaml", [], made.run)  # a user's recipe file is read as written
-    assert inside.task["name"] == "prefix_sums"
+    assert not dropped and "notice" not in capsys.readouterr().err
+    _, dropped = recipe(chess / "config.yaml", [], tmp_path / "new")
+    assert dropped == {"task.engine", "task.cache_dir"}
+    inside, dropped = recipe(made.run / "config.yaml", [], made.run)  # the run's own folder: nothing outside
+    assert inside.task["name"] == "prefix_sums" and not dropped
+
+
+def test_a_resume_that_changes_the_engine_is_a_change_of_recipe(made, tmp_path, capsys):
+    """Dropping a stored engine is not a change (the recipe is the same), naming another one is."""
+    chess = outside_cache_chess(SimpleNamespace(tmp=tmp_path, made=made))
+    assert main(["train", str(chess / "config.yaml"), "--run-dir", str(chess), "--resume",
+                 f"task.engine={tmp_path / 'other-engine'}"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert re.search(r"--resume would change this run's recipe \(.*task\.engine: '[^']*evil-engine' -> "
+                     r"'[^']*other-engine'\); pass --allow-changes", err), err
+    assert "cache_dir" not in err  # dropped (outside the run), so not counted as a change
 
 
 def test_divergence_is_caught_before_a_checkpoint_and_names_the_newest_good_one(made, tmp_path, capsys):
@@ -706,3 +719,23 @@ def test_a_damaged_cache_file_is_named_not_a_traceback(tmp_path):
         read_arrays(cut_short)
     with pytest.raises(config.ConfigError, match=r"shard\.npz is damaged: it lacks puzzles"):
         read_arrays(good, ("puzzles",))
+
+
+def test_a_refused_second_train_never_removes_the_folder(tmp_path, monkeypatch):
+    """Two trains on one new folder: the one refused the lock leaves the folder to the holder, even
+    when it made the folder itself a moment before the holder locked it."""
+    from loopkit import runfolder
+    from loopkit.train import lock_run_dir
+
+    def taken(*args, **kwargs):
+        raise config.ConfigError("in use by another loopkit train process")
+
+    monkeypatch.setattr(runfolder, "hold_lock", taken)
+    with pytest.raises(config.ConfigError, match="in use"):
+        lock_run_dir(tmp_path / "new", resume=False)
+    assert (tmp_path / "new").is_dir()
+
+
+def test_yaml_merge_keys_are_not_keys_given_twice(tmp_path):
+    (tmp_path / "merge.yaml").write_text("base: &base {lr: 0.001, steps: 4}\ntrain:\n  <<: *base\n  steps: 8\n")
+    assert config.read_yaml(tmp_path / "merge.yaml")["train"] == {"lr": 0.001, "steps": 8}
